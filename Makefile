@@ -1,0 +1,107 @@
+# libipc - build, test, install.  See README.md.
+#   make                 library, tools, examples into $(BUILD)
+#   make check           run the test suite (SAN=address,undefined or SAN=thread
+#                        builds everything with that sanitizer in build-SAN/)
+#   make demo            round trip over every transport, timed
+#   make install         PREFIX=/usr/local DESTDIR=
+#   make CC=clang        any C11 compiler with gcc-style flags
+
+VERSION   = 0.1.0
+SOMAJOR   = 0
+CC       ?= cc
+SAN      ?=
+comma    := ,
+BUILD    ?= build$(if $(SAN),-$(subst $(comma),-,$(SAN)))
+PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
+INCDIR   ?= $(PREFIX)/include
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+PCDIR    ?= $(LIBDIR)/pkgconfig
+
+CFLAGS   ?= -O2 -g
+WARN      = -Wall -Wextra -Werror -Wno-unused-parameter -Wmissing-prototypes -Wstrict-prototypes
+BASE      = -std=c11 -Iinclude -pthread $(WARN)
+ifneq ($(SAN),)
+SANFLAGS  = -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+LIBS      = -lrt -pthread
+
+LIB_SRC   = $(wildcard lib/*.c)
+LIB_OBJ   = $(LIB_SRC:lib/%.c=$(BUILD)/obj/lib/%.o)
+TOOL_SRC  = $(wildcard lib/tools/*.c)
+TOOLS     = $(TOOL_SRC:lib/tools/%.c=$(BUILD)/%)
+EX_SRC    = $(wildcard examples/*.c)
+EXAMPLES  = $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
+TEST_SRC  = $(wildcard tests/*.c)
+TEST_OBJ  = $(TEST_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
+HDRS      = include/ipc.h lib/ipc_impl.h $(wildcard tests/*.h)
+
+SONAME    = libipc.so.$(SOMAJOR)
+SOLIB     = $(BUILD)/libipc.so.$(VERSION)
+ALIB      = $(BUILD)/libipc.a
+
+.PHONY: all lib tools examples check demo install uninstall clean
+all: lib tools examples
+
+lib: $(ALIB) $(SOLIB)
+tools: $(TOOLS)
+examples: $(EXAMPLES)
+
+$(BUILD)/obj/lib/%.o: lib/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) -fPIC -fvisibility=hidden $(SANFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(ALIB): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(SOLIB): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -Wl,--as-needed $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+	ln -sf libipc.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libipc.so
+
+$(BUILD)/%: lib/tools/%.c $(ALIB) include/ipc.h
+	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS) -lm
+
+$(BUILD)/examples/%: examples/%.c $(ALIB) include/ipc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS)
+
+$(BUILD)/obj/tests/%.o: tests/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) -Ilib $(SANFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/test-ipc: $(TEST_OBJ) $(ALIB)
+	$(CC) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(ALIB) $(LIBS)
+
+# The runner finds the build, the tree and the compiler through the environment.
+check: all $(BUILD)/test-ipc
+	IPC_BUILD=$(abspath $(BUILD)) IPC_SRC=$(CURDIR) IPC_CC="$(CC)" IPC_SAN="$(SAN)" \
+		$(BUILD)/test-ipc $(TESTS)
+
+demo: all
+	$(BUILD)/examples/demo
+
+install: lib tools
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PCDIR)
+	install -m 0644 include/ipc.h $(DESTDIR)$(INCDIR)/ipc.h
+	install -m 0644 $(ALIB) $(DESTDIR)$(LIBDIR)/libipc.a
+	install -m 0755 $(SOLIB) $(DESTDIR)$(LIBDIR)/libipc.so.$(VERSION)
+	ln -sf libipc.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libipc.so
+	$(if $(TOOLS),install -m 0755 $(TOOLS) $(DESTDIR)$(BINDIR)/)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
+		-e 's|@VERSION@|$(VERSION)|g' pkgconfig/ipc.pc.in > $(DESTDIR)$(PCDIR)/ipc.pc
+	for s in 1 3 7; do \
+		set -- man/*.$$s; [ -e "$$1" ] || continue; \
+		install -d $(DESTDIR)$(MANDIR)/man$$s && install -m 0644 "$$@" $(DESTDIR)$(MANDIR)/man$$s/; \
+	done
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/ipc.h $(DESTDIR)$(LIBDIR)/libipc.* $(DESTDIR)$(PCDIR)/ipc.pc
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(TOOLS)))
+	for f in man/*.[137]; do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f##*/}; done
+
+clean:
+	rm -rf build build-*

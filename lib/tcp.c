@@ -1,0 +1,160 @@
+/* tcp.c - tcp:host:port over IPv4 and IPv6. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ipc_impl.h"
+
+/* Resolve host:port; passive for listen.  EHOSTUNREACH if it does not resolve. */
+static struct addrinfo *tcp_resolve(const char *name, int passive)
+{
+	char host[NI_MAXHOST], port[12];
+	unsigned p;
+	if (ipc__split_hostport(name, host, sizeof host, &p) < 0)
+		return NULL;
+	if (!passive && (p == 0 || host[0] == '\0')) {
+		errno = EINVAL;
+		return NULL;
+	}
+	snprintf(port, sizeof port, "%u", p);
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : AI_ADDRCONFIG),
+	};
+	struct addrinfo *res = NULL;
+	int r = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (r != 0) {
+		errno = r == EAI_MEMORY ? ENOMEM : r == EAI_SYSTEM ? errno : EHOSTUNREACH;
+		return NULL;
+	}
+	if (passive && !host[0]) { /* all addresses: prefer one dual-stack socket */
+		for (struct addrinfo *a = res; a; a = a->ai_next)
+			if (a->ai_family == AF_INET6 && a != res) {
+				struct addrinfo tmp = *res;
+				struct addrinfo *an = a->ai_next, *rn = res->ai_next;
+				*res = *a;
+				*a = tmp;
+				res->ai_next = rn;
+				a->ai_next = an;
+				break;
+			}
+	}
+	return res;
+}
+
+static int tcp_format(char *buf, size_t len, const struct sockaddr *sa)
+{
+	char h[INET6_ADDRSTRLEN];
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, h, sizeof h);
+		return ipc__format(buf, len, "tcp:[%s]:%u", h, ntohs(s6->sin6_port));
+	}
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+	inet_ntop(AF_INET, &s4->sin_addr, h, sizeof h);
+	return ipc__format(buf, len, "tcp:%s:%u", h, ntohs(s4->sin_port));
+}
+
+static struct ipc_listener *tcp_listen(const char *name, const struct ipc_options *o)
+{
+	struct ipc__sock_listener *l = NULL;
+	int fd = -1, one = 1, zero = 0, err = EADDRNOTAVAIL;
+	struct addrinfo *res = tcp_resolve(name, 1);
+	if (!res)
+		return NULL;
+	if (!(l = calloc(1, sizeof *l)))
+		goto fail;
+	for (struct addrinfo *a = res; a; a = a->ai_next) {
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		if (a->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+			break;
+		err = errno;
+		close(fd);
+		fd = -1;
+	}
+	if (fd < 0) {
+		errno = err;
+		goto fail;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    tcp_format(l->addr, sizeof l->addr, (struct sockaddr *)&ss) < 0)
+		goto fail;
+	l->fd = fd;
+	l->cred_ok = 0;
+	freeaddrinfo(res);
+	return &l->base;
+fail:
+	ipc__close_fd(fd);
+	free(l);
+	{
+		int e = errno;
+		freeaddrinfo(res);
+		errno = e;
+	}
+	return NULL;
+}
+
+static struct ipc_conn *tcp_connect(const char *name, const struct ipc_options *o, int64_t deadline)
+{
+	int fd = -1, err = ECONNREFUSED;
+	struct addrinfo *res = tcp_resolve(name, 0);
+	if (!res)
+		return NULL;
+	for (struct addrinfo *a = res; a; a = a->ai_next) {
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		if (ipc__sock_connect(fd, a->ai_addr, a->ai_addrlen, deadline) == 0 && ipc__set_nonblock(fd, 0) == 0)
+			break;
+		err = errno;
+		close(fd);
+		fd = -1;
+		if (err == ETIMEDOUT)
+			break; /* the whole call is bounded, not each address */
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		errno = err;
+		return NULL;
+	}
+	return ipc__stream_new(fd, o, 0);
+}
+
+const struct ipc__transport ipc__tcp_transport = {
+	.scheme = "tcp",
+	.listen = tcp_listen,
+	.accept = ipc__sock_accept,
+	.listener_addr = ipc__sock_listener_addr,
+	.listener_fd = ipc__sock_listener_fd,
+	.listener_ready = ipc__sock_listener_ready,
+	.listener_close = ipc__sock_listener_close,
+	.connect = tcp_connect,
+	.send = ipc__stream_send,
+	.recv = ipc__stream_recv,
+	.send_batch = ipc__stream_send_batch,
+	.recv_batch = ipc__stream_recv_batch,
+	.flush = ipc__stream_flush,
+	.conn_fd = ipc__stream_conn_fd,
+	.conn_ready = ipc__stream_conn_ready,
+	.peer_cred = ipc__stream_peer_cred,
+	.close = ipc__stream_close,
+};

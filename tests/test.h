@@ -1,0 +1,125 @@
+/*
+ * test.h - the libipc test framework (libc only).
+ *
+ *   TEST(name)  { ... }                 runs once
+ *   CTEST(name) { ... uses `scheme` }   conformance: runs once per scheme in
+ *                                       the library's scheme table
+ *
+ * Every test runs in its own forked process with its own temporary
+ * directory (t_tmpdir()), removed by the runner even if the test crashes,
+ * and a time limit (default 60 s; TEST_TIMEOUT(s) inside the body raises
+ * it).  A test passes by returning, fails on the first failed CHECK (which
+ * prints file, line, the expression and strerror(errno)), and is skipped by
+ * SKIP("why").  Output of a passing test is discarded; a failing test's is
+ * printed.  The runner ends with "N passed, N failed[, N skipped]".
+ */
+#ifndef IPC_TEST_H
+#define IPC_TEST_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ipc.h"
+
+struct test {
+	const char *name;
+	void (*fn)(const char *scheme);
+	int per_scheme;
+	const char *file;
+	int line;
+	struct test *next;
+};
+
+void test__register(struct test *t);
+void test__fail(const char *file, int line, const char *expr, int err, const char *fmt, ...)
+	__attribute__((noreturn, format(printf, 5, 6)));
+void test__skip(const char *why) __attribute__((noreturn));
+void test__timeout(unsigned seconds);
+
+#define TEST__DEFINE(nm, per)                                                        \
+	static void test_##nm(const char *scheme);                                   \
+	static struct test test__t_##nm = {#nm, test_##nm, per, __FILE__, __LINE__, 0}; \
+	__attribute__((constructor)) static void test__reg_##nm(void)                \
+	{                                                                            \
+		test__register(&test__t_##nm);                                       \
+	}                                                                            \
+	static void test_##nm(const char *scheme __attribute__((unused)))
+
+#define TEST(nm) TEST__DEFINE(nm, 0)
+#define CTEST(nm) TEST__DEFINE(nm, 1)
+
+/* Fail unless cond holds; prints errno as it was when cond was evaluated. */
+#define CHECK(cond)                                                              \
+	do {                                                                     \
+		int e__ = errno;                                                 \
+		if (!(cond))                                                     \
+			test__fail(__FILE__, __LINE__, #cond, e__, NULL);        \
+	} while (0)
+
+/* As CHECK, with a printf-style explanation. */
+#define CHECKF(cond, ...)                                                        \
+	do {                                                                     \
+		int e__ = errno;                                                 \
+		if (!(cond))                                                     \
+			test__fail(__FILE__, __LINE__, #cond, e__, __VA_ARGS__); \
+	} while (0)
+
+/* expr must fail (return -1 or NULL) with errno == err. */
+#define CHECK_FAILS(expr, err)                                                          \
+	do {                                                                            \
+		errno = 0;                                                              \
+		long long r__ = (long long)(intptr_t)(expr);                            \
+		int e__ = errno;                                                        \
+		if (!((r__ == -1 || r__ == 0) && e__ == (err)))                          \
+			test__fail(__FILE__, __LINE__, #expr, e__,                      \
+				   "expected failure with %s (%d), got %lld", #err, err, r__); \
+	} while (0)
+
+#define SKIP(why) test__skip(why)
+#define TEST_TIMEOUT(s) test__timeout(s)
+
+/* ---- helpers (tests/util.c) ---- */
+
+/* This test's private temporary directory (created by the runner). */
+const char *t_tmpdir(void);
+
+/* A fresh, unique listen address for scheme (unix: a path in t_tmpdir();
+ * tcp: 127.0.0.1 port 0; shm/mq: a unique name).  Static storage per call
+ * is not reused: the string lives until the test ends. */
+const char *t_addr(const char *scheme);
+
+/* Listen on a fresh address of scheme with opts (NULL: defaults); CHECKs
+ * success.  If bound is non-NULL it receives the address to connect to. */
+ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char bound[IPC_ADDR_MAX + 1]);
+
+/* A connected pair over scheme: *srv accepted, *cli connected (both with
+ * opts for the listener and the client).  The listener is closed. */
+void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, ipc_conn **cli);
+
+/* Number of open descriptors of this process. */
+int t_fd_count(void);
+
+/* Number of entries in dir (e.g. /dev/shm, /dev/mqueue); -1 if absent. */
+int t_dir_count(const char *dir);
+
+/* Deterministic test pattern: fill / verify len bytes for message seq. */
+void t_fill(void *buf, size_t len, uint64_t seq);
+int t_verify(const void *buf, size_t len, uint64_t seq);
+
+/* Current resident set size of this process in KiB. */
+long t_rss_kib(void);
+
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t t_now_ms(void);
+
+/* Environment the Makefile passes: build dir, source dir, compiler. */
+const char *t_env(const char *name);
+
+/* Run a shell command, returning its exit status (or 128+signal). */
+int t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,155 @@
+/* util.c - helpers for tests: addresses, pairs, resource counts. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+extern char test__tmpdir[256];
+
+const char *t_tmpdir(void)
+{
+	return test__tmpdir;
+}
+
+const char *t_addr(const char *scheme)
+{
+	static unsigned counter;
+	char *a = malloc(IPC_ADDR_MAX + 1);
+	CHECK(a != NULL);
+	unsigned n = ++counter;
+	if (!strcmp(scheme, "unix"))
+		snprintf(a, IPC_ADDR_MAX + 1, "unix:%s/s%u.sock", t_tmpdir(), n);
+	else if (!strcmp(scheme, "tcp"))
+		snprintf(a, IPC_ADDR_MAX + 1, "tcp:127.0.0.1:0");
+	else if (!strcmp(scheme, "mq"))
+		snprintf(a, IPC_ADDR_MAX + 1, "mq:/ipct-%d-%u-%s", (int)getpid(), n, strrchr(t_tmpdir(), '.') + 1);
+	else
+		snprintf(a, IPC_ADDR_MAX + 1, "%s:ipct-%d-%u-%s", scheme, (int)getpid(), n,
+			 strrchr(t_tmpdir(), '.') + 1);
+	return a;
+}
+
+ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char bound[IPC_ADDR_MAX + 1])
+{
+	const char *a = t_addr(scheme);
+	ipc_listener *l = ipc_listen(a, opts);
+	CHECKF(l != NULL, "ipc_listen(%s)", a);
+	if (bound)
+		CHECK(ipc_listener_addr(l, bound, IPC_ADDR_MAX + 1) > 0);
+	return l;
+}
+
+void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, ipc_conn **cli)
+{
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen(scheme, opts, bound);
+	*cli = ipc_connect(bound, opts);
+	CHECKF(*cli != NULL, "ipc_connect(%s)", bound);
+	/* wait with ipc_poll so that non-blocking options work too */
+	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
+	CHECK(ipc_poll(&it, 1, 10000) == 1);
+	*srv = ipc_accept(l, IPC_DONTWAIT);
+	CHECKF(*srv != NULL, "ipc_accept on %s", bound);
+	CHECK(ipc_listener_close(l) == 0);
+}
+
+int t_fd_count(void)
+{
+	return t_dir_count("/proc/self/fd") - 1; /* the DIR's own descriptor */
+}
+
+int t_dir_count(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	return x;
+}
+
+void t_fill(void *buf, size_t len, uint64_t seq)
+{
+	unsigned char *p = buf;
+	uint64_t s = mix(seq + 1);
+	for (size_t i = 0; i < len; i++) {
+		if ((i & 7) == 0)
+			s = mix(s + i);
+		p[i] = (unsigned char)(s >> ((i & 7) * 8));
+	}
+}
+
+int t_verify(const void *buf, size_t len, uint64_t seq)
+{
+	const unsigned char *p = buf;
+	uint64_t s = mix(seq + 1);
+	for (size_t i = 0; i < len; i++) {
+		if ((i & 7) == 0)
+			s = mix(s + i);
+		if (p[i] != (unsigned char)(s >> ((i & 7) * 8)))
+			return 0;
+	}
+	return 1;
+}
+
+long t_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -1;
+	char line[256];
+	long v = -1;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+int64_t t_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *t_env(const char *name)
+{
+	const char *v = getenv(name);
+	return v ? v : "";
+}
+
+int t_sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	CHECK(n > 0 && (size_t)n < sizeof cmd);
+	fflush(NULL);
+	int st = system(cmd);
+	if (st == -1)
+		return -1;
+	if (WIFSIGNALED(st))
+		return 128 + WTERMSIG(st);
+	return WEXITSTATUS(st);
+}
