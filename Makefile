@@ -105,3 +105,6 @@ uninstall:
 
 clean:
 	rm -rf build build-*
+
+# Extra targets (fuzz, soak, bench ...) live next to what they run.
+include $(wildcard tests/*.mk)
