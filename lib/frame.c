@@ -51,6 +51,7 @@ struct stream {
 	pthread_mutex_t slock;
 	unsigned char *ob;
 	size_t ocap, ooff, olen;
+	unsigned char *stage; /* send_batch packing buffer */
 	int serr;
 	atomic_size_t pending; /* olen, readable without slock */
 };
@@ -317,13 +318,29 @@ ssize_t ipc__stream_recv(struct ipc_conn *c, void *buf, size_t len, void **alloc
 	return rx_deliver(s, buf, allocp);
 }
 
+/* Is a whole small message already in ib (no system call needed)? */
+static int rx_buffered(const struct stream *s)
+{
+	if (s->rerr || !s->hello_ok)
+		return 0;
+	if (s->have_hdr)
+		return is_small(s) && s->ilen >= s->mlen;
+	if (s->ilen < IPC__FRAME_HDR)
+		return 0;
+	uint32_t len = be32_get(s->ib + s->ioff);
+	return len <= IBUF_SIZE && len <= s->base.opt.max_msg_size && s->ilen >= IPC__FRAME_HDR + len;
+}
+
 ssize_t ipc__stream_recv_batch(struct ipc_conn *c, struct iovec *msgs, size_t n, int64_t deadline)
 {
+	struct stream *s = S(c);
 	size_t i;
 	for (i = 0; i < n; i++) {
+		if (i && !rx_buffered(s))
+			break;
 		ssize_t r = ipc__stream_recv(c, msgs[i].iov_base, msgs[i].iov_len, NULL, i ? IPC__NOW : deadline);
 		if (r < 0) {
-			if (i) /* the error shows again on the next call */
+			if (i) /* e.g. EMSGSIZE: it shows again on the next call */
 				break;
 			return -1;
 		}
@@ -528,34 +545,43 @@ int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, si
 	return rc;
 }
 
-/* Batches of up to BATCH messages go out in one sendmsg when the socket
- * takes them; anything else falls back to one frame at a time. */
-#define BATCH 64
+/* A batch is written in groups: small messages are packed (header and
+ * payload copied) into a staging buffer that goes out in one write and is
+ * accepted whole or not at all; a large message goes alone, uncopied. */
+#define STAGE_SIZE (64 * 1024)
 ssize_t ipc__stream_send_batch(struct ipc_conn *c, const struct iovec *msgs, size_t n, int64_t deadline)
 {
 	struct stream *s = S(c);
-	struct iovec v[2 * BATCH];
-	unsigned char hdr[BATCH][IPC__FRAME_HDR];
+	size_t limit = s->base.opt.capacity < STAGE_SIZE ? s->base.opt.capacity : STAGE_SIZE;
 	size_t sent = 0;
 	pthread_mutex_lock(&s->slock);
 	while (sent < n) {
-		size_t k = n - sent < BATCH ? n - sent : BATCH, frame = 0;
-		for (size_t i = 0; i < k; i++) {
-			be32_put(hdr[i], (uint32_t)msgs[sent + i].iov_len);
-			v[2 * i].iov_base = hdr[i];
-			v[2 * i].iov_len = IPC__FRAME_HDR;
-			v[2 * i + 1] = msgs[sent + i];
-			frame += IPC__FRAME_HDR + msgs[sent + i].iov_len;
-		}
-		/* frames of a batch travel together; a batch bigger than the
-		 * capacity is split so each frame obeys the single-send rules */
-		if (frame > s->base.opt.capacity && k > 1) {
-			if (tx_frame(s, v, 2, IPC__FRAME_HDR + msgs[sent].iov_len, sent ? IPC__NOW : deadline) < 0)
+		int64_t dl = sent ? IPC__NOW : deadline;
+		size_t len = msgs[sent].iov_len;
+		if (IPC__FRAME_HDR + len > limit / 2) {
+			unsigned char hdr[IPC__FRAME_HDR];
+			struct iovec v[2] = {{hdr, sizeof hdr}, msgs[sent]};
+			be32_put(hdr, (uint32_t)len);
+			if (tx_frame(s, v, 2, sizeof hdr + len, dl) < 0)
 				goto stop;
 			sent++;
 			continue;
 		}
-		if (tx_frame(s, v, (int)(2 * k), frame, sent ? IPC__NOW : deadline) < 0)
+		if (!s->stage && !(s->stage = malloc(STAGE_SIZE)))
+			goto stop;
+		size_t used = 0, k = 0;
+		while (sent + k < n) {
+			len = msgs[sent + k].iov_len;
+			if (IPC__FRAME_HDR + len > limit / 2 || used + IPC__FRAME_HDR + len > limit)
+				break;
+			be32_put(s->stage + used, (uint32_t)len);
+			if (len)
+				memcpy(s->stage + used + IPC__FRAME_HDR, msgs[sent + k].iov_base, len);
+			used += IPC__FRAME_HDR + len;
+			k++;
+		}
+		struct iovec v = {s->stage, used};
+		if (tx_frame(s, &v, 1, used, dl) < 0)
 			goto stop;
 		sent += k;
 	}
@@ -563,8 +589,6 @@ ssize_t ipc__stream_send_batch(struct ipc_conn *c, const struct iovec *msgs, siz
 	return (ssize_t)sent;
 stop:
 	pthread_mutex_unlock(&s->slock);
-	if (sent && (errno == EAGAIN || errno == EMSGSIZE))
-		return (ssize_t)sent;
 	return sent ? (ssize_t)sent : -1;
 }
 
@@ -666,6 +690,7 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 	free(s->ib);
 	free(s->big);
 	free(s->ob);
+	free(s->stage);
 	free(s);
 	if (rc)
 		errno = err;
@@ -674,14 +699,25 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 
 /* ---- listeners over one listening socket ------------------------------ */
 
-struct ipc_conn *ipc__sock_accept(struct ipc_listener *l, int64_t deadline)
+/* Accept one live connection without waiting: the fd, or -1 (EAGAIN when
+ * none is waiting).  A peer that closed before saying hello (e.g. another
+ * listener probing whether this one is alive) is no connection: dropped. */
+static int sock_take(struct ipc__sock_listener *sl)
 {
-	struct ipc__sock_listener *sl = (struct ipc__sock_listener *)l;
+	if (sl->pending_fd >= 0) {
+		int fd = sl->pending_fd;
+		sl->pending_fd = -1;
+		return fd;
+	}
 	for (;;) {
 		int fd = accept4(sl->fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0) {
-			struct ipc_conn *c = ipc__stream_new(fd, &l->opt, sl->cred_ok);
-			return c;
+			unsigned char b;
+			if (recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+				close(fd);
+				continue;
+			}
+			return fd;
 		}
 		switch (errno) {
 		case EINTR:
@@ -695,13 +731,21 @@ struct ipc_conn *ipc__sock_accept(struct ipc_listener *l, int64_t deadline)
 		case EOPNOTSUPP:
 		case ENETUNREACH:
 			continue; /* that client is gone; the next may be there */
-		case EAGAIN:
-			if (ipc__wait_fd(sl->fd, POLLIN, deadline) < 0)
-				return NULL;
-			continue;
 		default:
-			return NULL;
+			return -1;
 		}
+	}
+}
+
+struct ipc_conn *ipc__sock_accept(struct ipc_listener *l, int64_t deadline)
+{
+	struct ipc__sock_listener *sl = (struct ipc__sock_listener *)l;
+	for (;;) {
+		int fd = sock_take(sl);
+		if (fd >= 0)
+			return ipc__stream_new(fd, &l->opt, sl->cred_ok);
+		if (errno != EAGAIN || ipc__wait_fd(sl->fd, POLLIN, deadline) < 0)
+			return NULL;
 	}
 }
 
@@ -718,14 +762,20 @@ int ipc__sock_listener_fd(const struct ipc_listener *l)
 int ipc__sock_listener_ready(struct ipc_listener *l, int events, short *pollev)
 {
 	struct ipc__sock_listener *sl = (struct ipc__sock_listener *)l;
-	struct pollfd p = {.fd = sl->fd, .events = POLLIN};
 	*pollev = 0;
 	if (!(events & IPC_POLLIN))
 		return 0;
-	if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN))
-		return IPC_POLLIN;
-	*pollev = POLLIN;
-	return 0;
+	if (sl->pending_fd < 0) {
+		int fd = sock_take(sl);
+		if (fd < 0 && errno == EAGAIN) {
+			*pollev = POLLIN;
+			return 0;
+		}
+		if (fd < 0) /* e.g. EMFILE: accept reports it */
+			return IPC_POLLIN | IPC_POLLERR;
+		sl->pending_fd = fd;
+	}
+	return IPC_POLLIN;
 }
 
 void ipc__sock_listener_close(struct ipc_listener *l)
@@ -736,6 +786,8 @@ void ipc__sock_listener_close(struct ipc_listener *l)
 	if (sl->path[0] && lstat(sl->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == sl->dev &&
 	    st.st_ino == sl->ino)
 		unlink(sl->path);
+	if (sl->pending_fd >= 0)
+		close(sl->pending_fd);
 	close(sl->fd);
 	free(sl);
 }

@@ -234,10 +234,13 @@ int ipc__hello_check(const unsigned char in[IPC__HELLO_LEN]);
 
 /* ---- socket listener helpers shared by stream transports (frame.c) ---- */
 
-/* A listener over one listening socket (unix, tcp). */
+/* A listener over one listening socket (unix, tcp).  Transports allocate
+ * it with pending_fd = -1 and fill fd, cred_ok, addr (and path/dev/ino for
+ * a socket file to remove at close). */
 struct ipc__sock_listener {
 	struct ipc_listener base;
 	int fd;
+	int pending_fd;           /* accepted by listener_ready, or -1 */
 	int cred_ok;              /* SO_PEERCRED meaningful on accepted conns */
 	char addr[IPC_ADDR_MAX + 1]; /* bound address, "scheme:..." */
 	char path[108];           /* unix path to unlink at close, or "" */

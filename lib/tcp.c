@@ -97,6 +97,7 @@ static struct ipc_listener *tcp_listen(const char *name, const struct ipc_option
 	    tcp_format(l->addr, sizeof l->addr, (struct sockaddr *)&ss) < 0)
 		goto fail;
 	l->fd = fd;
+	l->pending_fd = -1;
 	l->cred_ok = 0;
 	freeaddrinfo(res);
 	return &l->base;

@@ -85,6 +85,7 @@ static struct ipc_listener *unix_listen(const char *name, const struct ipc_optio
 	if (listen(fd, SOMAXCONN) < 0)
 		goto fail_unlink;
 	l->fd = fd;
+	l->pending_fd = -1;
 	l->cred_ok = 1;
 	if (ipc__format(l->addr, sizeof l->addr, "unix:%s", name) < 0)
 		goto fail_unlink;
