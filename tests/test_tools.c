@@ -186,11 +186,11 @@ CTEST(tools_cat_timeout)
 	const char *d = t_tmpdir();
 	char af[512], addr[IPC_ADDR_MAX + 2];
 	snprintf(af, sizeof af, "%s/addr", d);
-	/* a listener that never sends */
+	/* a listener that never sends, and a client that waits for it */
 	pid_t srv = spawn("%s --addr-file '%s' listen '%s' </dev/null >/dev/null", cat, af, t_addr(scheme));
 	read_addr_file(af, addr, sizeof addr, srv);
 	int64_t t0 = t_now_ms();
-	int rc = t_sh("%s --timeout 300 connect '%s' </dev/null 2>/dev/null", cat, addr);
+	int rc = t_sh("%s --wait --timeout 300 connect '%s' </dev/null 2>/dev/null", cat, addr);
 	CHECKF(rc == 3, "exit %d, expected 3", rc);
 	CHECK(t_now_ms() - t0 >= 250);
 	CHECKF((rc = reap(srv, 10000)) == 0, "listener exited %d", rc);

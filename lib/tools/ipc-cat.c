@@ -53,7 +53,11 @@ static void usage(FILE *f)
 		"                    for the next message takes longer than MS\n"
 		"  --echo            send every received message back (stdin unused)\n"
 		"  --keep            listen: serve connections one after another\n"
-		"  --close           close as soon as stdin ends and is sent\n"
+		"  --close           connect: close once stdin ended and was sent, after\n"
+		"                    printing what already arrived (the default unless\n"
+		"                    --count or --wait is given)\n"
+		"  --wait            connect: after stdin ends, keep printing until the\n"
+		"                    peer closes (or --count / --timeout ends it)\n"
 		"  --raw             all of stdin is one message; print messages as-is\n"
 		"  --hex             print received messages in hexadecimal\n"
 		"  --mode OCTAL      permissions of created objects (default 0600)\n"
@@ -401,9 +405,11 @@ int main(int argc, char **argv)
 		{"mode", required_argument, 0, 'm'},    {"addr-file", required_argument, 0, 'a'},
 		{"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
 		{"close", no_argument, 0, 'C'},         {"max-size", required_argument, 0, 'M'},
+		{"wait", no_argument, 0, 'W'},
 		{0, 0, 0, 0},
 	};
 	long long v;
+	int wait_peer = 0;
 	ipc_options_init(&g.opt);
 	g.count = -1;
 	g.timeout_ms = -1;
@@ -436,6 +442,7 @@ int main(int argc, char **argv)
 		case 'a': g.addr_file = optarg; break;
 		case 'v': g.verbose = 1; break;
 		case 'C': g.close_on_eof = 1; break;
+		case 'W': wait_peer = 1; break;
 		case 'h': usage(stdout); return EX_OK;
 		default: usage(stderr); return EX_USAGE;
 		}
@@ -447,8 +454,11 @@ int main(int argc, char **argv)
 	else if (strcmp(argv[optind], "connect"))
 		goto bad;
 	g.addr = argv[optind + 1];
-	if (g.keep && !g.listen)
+	if ((g.keep && !g.listen) || (wait_peer && g.close_on_eof))
 		goto bad;
+	/* like nc: connect closes when stdin ends, unless told to wait */
+	if (!g.listen && !wait_peer && g.count < 0)
+		g.close_on_eof = 1;
 	if (g.timeout_ms >= 0)
 		g.opt.connect_timeout_ms = g.timeout_ms ? g.timeout_ms : 1;
 
