@@ -209,7 +209,7 @@ TEST(tools_cat_protocol_error)
 	CHECK(fd >= 0);
 	CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
 	CHECK(listen(fd, 4) == 0);
-	pid_t cli = spawn("%s --timeout 10000 connect 'unix:%s' </dev/null >/dev/null 2>&1", cat, sa.sun_path);
+	pid_t cli = spawn("%s --wait --timeout 10000 connect 'unix:%s' </dev/null >/dev/null 2>&1", cat, sa.sun_path);
 	int c = accept(fd, NULL, NULL);
 	CHECK(c >= 0);
 	static const char junk[] = "HTTP/1.0 200 OK\r\n\r\n";
