@@ -3,6 +3,7 @@
 #   make check           run the test suite (SAN=address,undefined or SAN=thread
 #                        builds everything with that sanitizer in build-SAN/)
 #   make demo            round trip over every transport, timed
+#   make bench           benchmarks (BENCHMARKS.md)
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make CC=clang        any C11 compiler with gcc-style flags
 
@@ -41,7 +42,7 @@ SONAME    = libipc.so.$(SOMAJOR)
 SOLIB     = $(BUILD)/libipc.so.$(VERSION)
 ALIB      = $(BUILD)/libipc.a
 
-.PHONY: all lib tools examples check demo install uninstall clean
+.PHONY: all lib tools examples check demo bench install uninstall clean
 all: lib tools examples
 
 lib: $(ALIB) $(SOLIB)
@@ -82,6 +83,10 @@ check: all $(BUILD)/test-ipc
 
 demo: all
 	$(BUILD)/examples/demo
+
+# Benchmarks (peerbench side by side when ../shared is there); see BENCHMARKS.md.
+bench: all
+	bash tests/bench.sh $(BUILD)
 
 install: lib tools
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PCDIR)

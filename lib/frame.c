@@ -484,7 +484,8 @@ static int tx_frame(struct stream *s, struct iovec *v, int cnt, size_t frame, in
 		errno = EMSGSIZE;
 		return -1;
 	}
-	if (s->olen && tx_make_room(s, frame, deadline) < 0)
+	/* a blocking send leaves nothing held: it waits for all to go out */
+	if (s->olen && tx_make_room(s, deadline == IPC__FOREVER ? SIZE_MAX / 2 : frame, deadline) < 0)
 		return -1;
 	if (s->olen) { /* order: behind what is held, and there is room */
 		if (tx_hold(s, v, cnt, 0, frame) < 0)

@@ -52,19 +52,21 @@ void test__timeout(unsigned seconds);
 #define TEST(nm) TEST__DEFINE(nm, 0)
 #define CTEST(nm) TEST__DEFINE(nm, 1)
 
-/* Fail unless cond holds; prints errno as it was when cond was evaluated. */
+/* Fail unless cond holds; prints errno as cond left it. */
 #define CHECK(cond)                                                              \
 	do {                                                                     \
+		int ok__ = !!(cond);                                             \
 		int e__ = errno;                                                 \
-		if (!(cond))                                                     \
+		if (!ok__)                                                       \
 			test__fail(__FILE__, __LINE__, #cond, e__, NULL);        \
 	} while (0)
 
 /* As CHECK, with a printf-style explanation. */
 #define CHECKF(cond, ...)                                                        \
 	do {                                                                     \
+		int ok__ = !!(cond);                                             \
 		int e__ = errno;                                                 \
-		if (!(cond))                                                     \
+		if (!ok__)                                                       \
 			test__fail(__FILE__, __LINE__, #cond, e__, __VA_ARGS__); \
 	} while (0)
 
@@ -121,5 +123,30 @@ const char *t_env(const char *name);
 
 /* Run a shell command, returning its exit status (or 128+signal). */
 int t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+
+/* ---- more helpers (tests/util.c) ---- */
+
+/* Peak virtual memory size (VmPeak) of this process in KiB: grows with any
+ * large allocation, even one whose pages were never touched. */
+long t_vmpeak_kib(void);
+
+/* waitpid(pid) retrying EINTR; returns the wait status. */
+int t_wait(pid_t pid);
+
+/* Fail unless child pid exited with status 0. */
+void t_wait_ok(pid_t pid);
+
+/* A short token unique to this test run (it appears in every t_addr()
+ * name); entries of dir (e.g. /dev/shm) whose names contain it. */
+const char *t_token(void);
+int t_token_entries(const char *dir);
+
+/* Whether every descriptor of this process not set in before[] (indexed by
+ * fd, T_MAXFD entries, from t_fd_snapshot) has FD_CLOEXEC; returns the
+ * first offending fd or -1 if all are fine. */
+#define T_MAXFD 4096
+void t_fd_snapshot(unsigned char before[T_MAXFD]);
+int t_fd_new_without_cloexec(const unsigned char before[T_MAXFD]);
 
 #endif

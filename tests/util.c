@@ -1,6 +1,7 @@
 /* util.c - helpers for tests: addresses, pairs, resource counts. */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -152,4 +153,81 @@ int t_sh(const char *fmt, ...)
 	if (WIFSIGNALED(st))
 		return 128 + WTERMSIG(st);
 	return WEXITSTATUS(st);
+}
+
+long t_vmpeak_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -1;
+	char line[256];
+	long v = -1;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmPeak: %ld kB", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+int t_wait(pid_t pid)
+{
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		CHECK(errno == EINTR);
+	return st;
+}
+
+void t_wait_ok(pid_t pid)
+{
+	int st = t_wait(pid);
+	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: %s %d", (int)pid,
+	       WIFEXITED(st) ? "exit status" : "killed by signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+const char *t_token(void)
+{
+	const char *dot = strrchr(t_tmpdir(), '.');
+	return dot ? dot + 1 : t_tmpdir();
+}
+
+int t_token_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strstr(e->d_name, t_token()))
+			n++;
+	closedir(d);
+	return n;
+}
+
+void t_fd_snapshot(unsigned char before[T_MAXFD])
+{
+	memset(before, 0, T_MAXFD);
+	DIR *d = opendir("/proc/self/fd");
+	CHECK(d != NULL);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd >= 0 && fd < T_MAXFD && fd != dirfd(d))
+			before[fd] = 1;
+	}
+	closedir(d);
+}
+
+int t_fd_new_without_cloexec(const unsigned char before[T_MAXFD])
+{
+	unsigned char now[T_MAXFD];
+	t_fd_snapshot(now);
+	for (int fd = 0; fd < T_MAXFD; fd++) {
+		if (!now[fd] || before[fd])
+			continue;
+		int fl = fcntl(fd, F_GETFD);
+		if (fl >= 0 && !(fl & FD_CLOEXEC))
+			return fd;
+	}
+	return -1;
 }
