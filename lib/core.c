@@ -10,11 +10,15 @@
 
 extern const struct ipc__transport ipc__unix_transport;
 extern const struct ipc__transport ipc__tcp_transport;
+extern const struct ipc__transport ipc__shm_transport;
+extern const struct ipc__transport ipc__mq_transport;
 
 /* The scheme table: the one place that lists transports. */
 const struct ipc__transport *const ipc__transports[] = {
 	&ipc__unix_transport,
 	&ipc__tcp_transport,
+	&ipc__shm_transport,
+	&ipc__mq_transport,
 	NULL,
 };
 
