@@ -1,0 +1,1475 @@
+/* mq.c - the mq:/name transport: POSIX message queues.
+ *
+ * A POSIX queue is not a connection, so connections are built on top:
+ *
+ * Rendezvous.  The listener binds the Linux abstract unix socket
+ * "\0libipc-mq:/name" (names too long for sun_path are hashed).  It has no
+ * file and vanishes with the listener, so nothing can be left behind.
+ *
+ * Connect.  The client connects that socket, then creates the two queues of
+ * the connection (client->server, server->client) under random names with
+ * O_CREAT|O_EXCL and opt.mode, opens each twice (one blocking, one
+ * O_NONBLOCK open file description) and unlinks the names at once: no name
+ * outlives mq_open + mq_unlink (a few microseconds; a SIGKILL exactly in
+ * that window is the only way to leave a name).  The four descriptors
+ * (mqueue descriptors are real fds on Linux) travel to the listener with
+ * SCM_RIGHTS in a 16-byte hello: "LIPQ", version 1, status, pad, u32 max
+ * message size, u32 0.  connect never waits for accept.  accept validates
+ * the hello and the descriptors (mqueue fs, flags, sane attributes),
+ * enforces opt.mode against the client's SO_PEERCRED (owner/group/other rw
+ * bits, root always allowed) and answers with the same hello (status 0, or
+ * an errno: EPROTO, EACCES), which the client reads lazily; a refused
+ * client sees that errno on its next calls.
+ *
+ * Queue attributes: msg_max and msgsize_max are read from
+ * /proc/sys/fs/mqueue at run time (fallback 10 / 8192).  maxmsg =
+ * min(msg_max, 64), msgsize just big enough for maxmsg * msgsize to hold
+ * the capacity, within [256, msgsize_max].  If RLIMIT_MSGQUEUE is exhausted
+ * (EMFILE) smaller queues are tried before giving up with EMFILE; ENOSPC
+ * (queues_max) and ENOMEM are reported as such.
+ *
+ * Framing inside a queue (msgsize = that queue's mq_msgsize):
+ *   length < msgsize   one whole message, no header (0 bytes is valid)
+ *   length == msgsize  u32 tag + u32 total, then payload:
+ *                      tag FIRST: first chunk of a message of total bytes
+ *                      (msgsize <= total <= receiver's max_msg_size, else
+ *                      EPROTO; checked before allocating); it is followed
+ *                      by chunks of exactly min(msgsize, rest) raw bytes;
+ *                      tag CLOSE: orderly end-of-stream.
+ *   A message is delivered only once reassembled whole.
+ *
+ * Liveness.  The unix socket stays open for the life of the connection.
+ * An orderly close writes a CLOSE marker into the queue (if it has room)
+ * and one byte 'C' on the socket, then closes; EOF without 'C' means the
+ * peer died.  The closing side also fills its receive queue with CLOSE
+ * markers, so a peer still sending finds the queue full and looks at the
+ * socket.  Blocking calls sleep in mq_timedsend/mq_timedreceive on the
+ * blocking descriptors in slices of IPC_MQ_SLICE_MS (50 ms) and check the
+ * socket between slices: a dead peer is detected by a blocked call within
+ * 50 ms (plus scheduling), and any call checks the socket if it has not
+ * done so for 1 ms.  The fast path is one plain blocking mq_timedsend /
+ * mq_timedreceive and a vDSO clock read.  Receive delivers everything
+ * queued before reporting EPIPE (closed) or ECONNRESET (died).
+ *
+ * Capacity.  The kernel queue holds what the limits allow; a send that
+ * finds it full holds the message in user space (records of u32 length +
+ * chunk) while held + len + 4 <= capacity, as the stream transports do;
+ * held data is flushed first by later sends, while a receive waits, by
+ * conn_ready, flush and close (per linger).
+ *
+ * Readiness descriptor: an epoll fd holding the receive queue (EPOLLIN,
+ * while IN is asked), the socket (EOF/'C'/hello) and the send queue
+ * (EPOLLOUT, while OUT is asked and not ready or data is held).
+ *
+ * Threads: send side under smu, receive side under rmu, socket state and
+ * epoll registration under kmu.  After fork only one process may use a
+ * connection (the queues' open file descriptions are shared).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <mqueue.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc_impl.h"
+
+#define IPC_MQ_SLICE_MS 50
+#define SLICE_NS ((int64_t)IPC_MQ_SLICE_MS * 1000000)
+#define CHECK_NS ((int64_t)1000000)
+#define MQ_VERSION 1
+#define HELLO_LEN 16
+#define TAG_FIRST 0x4649514du /* "MQIF" */
+#define TAG_CLOSE 0x4c43514du /* "MQCL" */
+#define MIN_MSGSIZE 256
+#define MAX_MSGSIZE_DEFAULT 1024 /* keeps RLIMIT_MSGQUEUE (800 KiB/user) enough for many connections */
+#define MAX_PENDING 64
+#define MQUEUE_MAGIC_FS 0x19800202
+#define SMALL_MSG 64
+
+enum { P_OPEN, P_CLOSED, P_DEAD, P_REFUSED };
+
+struct mq_conn {
+	struct ipc_conn base;
+	int sock, efd;
+	mqd_t sq, sq_nb, rq, rq_nb;
+	size_t s_msgsize, r_msgsize;
+	long s_maxmsg;
+	int is_client;
+	struct ipc_cred cred;
+
+	pthread_mutex_t kmu; /* socket state, epoll registration */
+	unsigned char hbuf[HELLO_LEN];
+	size_t hgot;
+	int hello_done, closing, pstate, perr;
+	atomic_size_t peer_max;
+	unsigned ev_rq, ev_sq;
+
+	pthread_mutex_t smu; /* send side */
+	unsigned char *sbuf;
+	unsigned char *hb; /* held records */
+	size_t hcap, hoff, hlen;
+	atomic_size_t hpend;
+	int64_t s_check;
+	pthread_cond_t room_cv; /* held data shrank (monotonic clock) */
+	pthread_cond_t fl_cv;   /* work for the flusher */
+	pthread_t fl_th;
+	int fl_started;
+	atomic_int fl_stop;
+	unsigned char *fl_buf;
+	int serr;
+
+	pthread_mutex_t rmu; /* receive side */
+	unsigned char *rbuf;
+	size_t pend_len;
+	int pend;
+	unsigned char *abuf;
+	size_t atotal, ahave;
+	int asm_on;
+	int first_kept; /* rbuf holds a FIRST chunk whose buffer failed */
+	int64_t r_check;
+	int rerr;
+};
+
+struct mq_listener {
+	struct ipc_listener base;
+	int lsock, efd;
+	struct ipc_options o;
+	char name[NAME_MAX + 2];
+	int pend[MAX_PENDING];
+	int npend;
+	struct mq_conn *ready[MAX_PENDING];
+	int nready;
+	int hard_err;
+};
+
+static struct mq_conn *C(struct ipc_conn *c)
+{
+	return (struct mq_conn *)c;
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static int64_t rt_now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static void ts_add(struct timespec *ts, int64_t ns)
+{
+	ts->tv_sec += (time_t)(ns / 1000000000);
+	ts->tv_nsec += (long)(ns % 1000000000);
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+/* Slice length for a wait until deadline; 0 if it has passed. */
+static int64_t slice_for(int64_t deadline)
+{
+	if (deadline == IPC__FOREVER)
+		return SLICE_NS;
+	int64_t left = deadline - ipc__now();
+	if (left <= 0)
+		return 0;
+	return left < SLICE_NS ? left : SLICE_NS;
+}
+
+static long read_proc_long(const char *path, long fallback)
+{
+	FILE *f = fopen(path, "re");
+	long v = fallback;
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1 || v <= 0)
+			v = fallback;
+		fclose(f);
+	}
+	return v;
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static void hello_encode(unsigned char *h, int status, size_t max_msg)
+{
+	memset(h, 0, HELLO_LEN);
+	memcpy(h, "LIPQ", 4);
+	h[4] = MQ_VERSION;
+	h[5] = (unsigned char)status;
+	put32(h + 8, (uint32_t)max_msg);
+}
+
+/* 0 if h is a compatible hello, else -1 EPROTO. */
+static int hello_check(const unsigned char *h)
+{
+	if (memcmp(h, "LIPQ", 4) || h[4] != MQ_VERSION) {
+		errno = EPROTO;
+		return -1;
+	}
+	return 0;
+}
+
+/* Name after "mq:": "/x...", no other '/', at most NAME_MAX after '/'. */
+static int check_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (name[0] != '/' || n < 2 || strchr(name + 1, '/')) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (n - 1 > NAME_MAX) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+static socklen_t rendezvous_addr(const char *name, struct sockaddr_un *sa)
+{
+	static const char pfx[] = "libipc-mq:";
+	size_t n = strlen(name), pl = sizeof pfx - 1;
+	memset(sa, 0, sizeof *sa);
+	sa->sun_family = AF_UNIX;
+	if (1 + pl + n <= sizeof sa->sun_path) {
+		memcpy(sa->sun_path + 1, pfx, pl);
+		memcpy(sa->sun_path + 1 + pl, name, n);
+		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + pl + n);
+	}
+	/* too long: two FNV-1a 64 hashes */
+	uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x84222325cbf29ce4ULL;
+	for (size_t i = 0; i < n; i++) {
+		h1 = (h1 ^ (unsigned char)name[i]) * 0x100000001b3ULL;
+		h2 = (h2 ^ (unsigned char)name[i]) * 0x100000001b3ULL;
+		h2 ^= h2 >> 29;
+	}
+	int k = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "libipc-mq#%016llx%016llx",
+			 (unsigned long long)h1, (unsigned long long)h2);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)k);
+}
+
+static int errno_of_state(int st, int perr, int sending)
+{
+	if (st == P_REFUSED)
+		return perr;
+	if (sending)
+		return EPIPE;
+	return st == P_CLOSED ? EPIPE : ECONNRESET;
+}
+
+/* ---- socket state ----------------------------------------------------- */
+
+/* Read what the socket holds (hello reply, 'C', EOF).  Returns pstate. */
+static int peer_check(struct mq_conn *c)
+{
+	unsigned char tmp[64];
+	pthread_mutex_lock(&c->kmu);
+	while (c->pstate == P_OPEN) {
+		ssize_t n;
+		int in_hello = c->is_client && !c->hello_done;
+		if (in_hello)
+			n = recv(c->sock, c->hbuf + c->hgot, HELLO_LEN - c->hgot, MSG_DONTWAIT);
+		else
+			n = recv(c->sock, tmp, sizeof tmp, MSG_DONTWAIT);
+		if (n > 0) {
+			if (in_hello) {
+				c->hgot += (size_t)n;
+				if (c->hgot < HELLO_LEN)
+					continue;
+				c->hello_done = 1;
+				if (hello_check(c->hbuf) < 0) {
+					c->pstate = P_REFUSED;
+					c->perr = EPROTO;
+				} else if (c->hbuf[5]) {
+					c->pstate = P_REFUSED;
+					c->perr = c->hbuf[5];
+				} else {
+					uint32_t m = get32(c->hbuf + 8);
+					atomic_store(&c->peer_max, m ? (size_t)m : SIZE_MAX);
+				}
+				continue;
+			}
+			for (ssize_t i = 0; i < n; i++) {
+				if (tmp[i] == 'C') {
+					c->closing = 1;
+				} else {
+					c->pstate = P_REFUSED;
+					c->perr = EPROTO;
+				}
+			}
+			if (c->closing && c->pstate == P_OPEN)
+				c->pstate = P_CLOSED;
+			continue;
+		}
+		if (n == 0) {
+			c->pstate = c->closing ? P_CLOSED : P_DEAD;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			c->pstate = P_DEAD;
+		break;
+	}
+	int st = c->pstate;
+	pthread_mutex_unlock(&c->kmu);
+	return st;
+}
+
+static int peer_err(struct mq_conn *c, int sending)
+{
+	pthread_mutex_lock(&c->kmu);
+	int e = errno_of_state(c->pstate, c->perr, sending);
+	pthread_mutex_unlock(&c->kmu);
+	return e;
+}
+
+/* ---- send side (smu held, except the flusher's kernel waits) ---------- */
+
+static int tx_fail(struct mq_conn *c, int e)
+{
+	c->serr = e;
+	errno = e;
+	return -1;
+}
+
+/* Peer gone?  Sets serr and returns -1 if so. */
+static int tx_peer(struct mq_conn *c)
+{
+	if (peer_check(c) != P_OPEN)
+		return tx_fail(c, peer_err(c, 1));
+	return 0;
+}
+
+/* Blocking send of one chunk by deadline, in slices with peer checks.
+ * Touches no send-side state. */
+static int q_send(struct mq_conn *c, const void *buf, size_t n, int64_t deadline, atomic_int *stop)
+{
+	for (;;) {
+		int64_t w = slice_for(deadline);
+		if (w == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		struct timespec ts;
+		rt_now(&ts);
+		ts_add(&ts, w);
+		if (mq_timedsend(c->sq, buf, n, 0, &ts) == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno != ETIMEDOUT)
+			return -1;
+		if (peer_check(c) != P_OPEN) {
+			errno = peer_err(c, 1);
+			return -1;
+		}
+		if (stop && atomic_load(stop)) {
+			errno = ECANCELED;
+			return -1;
+		}
+	}
+}
+
+static void held_update(struct mq_conn *c)
+{
+	if (c->hoff == c->hlen) {
+		c->hoff = c->hlen = 0;
+		if (c->hcap > ((size_t)1 << 20)) {
+			free(c->hb);
+			c->hb = NULL;
+			c->hcap = 0;
+		}
+	}
+	atomic_store(&c->hpend, c->hlen - c->hoff);
+}
+
+/* The flusher thread: moves held records into the queue, so that what a
+ * send accepted keeps flowing whatever the application does next. */
+static void *flusher(void *arg)
+{
+	struct mq_conn *c = arg;
+	pthread_mutex_lock(&c->smu);
+	for (;;) {
+		if (c->hoff == c->hlen || c->serr) {
+			if (atomic_load(&c->fl_stop))
+				break;
+			pthread_cond_wait(&c->fl_cv, &c->smu);
+			continue;
+		}
+		uint32_t n = get32(c->hb + c->hoff);
+		memcpy(c->fl_buf, c->hb + c->hoff + 4, n);
+		pthread_mutex_unlock(&c->smu);
+		int r = q_send(c, c->fl_buf, n, IPC__FOREVER, &c->fl_stop);
+		int e = errno;
+		pthread_mutex_lock(&c->smu);
+		if (r == 0) {
+			c->hoff += 4 + (size_t)n;
+			held_update(c);
+		} else if (e == ECANCELED) {
+			break;
+		} else {
+			c->serr = e == EBADF ? EPIPE : e;
+		}
+		pthread_cond_broadcast(&c->room_cv);
+	}
+	pthread_mutex_unlock(&c->smu);
+	return NULL;
+}
+
+static int fl_ensure(struct mq_conn *c)
+{
+	if (c->fl_started)
+		return 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int r = pthread_create(&c->fl_th, NULL, flusher, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		errno = r == EAGAIN ? ENOMEM : r;
+		return -1;
+	}
+	c->fl_started = 1;
+	return 0;
+}
+
+/* Wait until held + need fits the capacity or nothing is held. */
+static int tx_wait_room(struct mq_conn *c, size_t need, int64_t deadline)
+{
+	while (c->hoff < c->hlen && !c->serr && c->hlen - c->hoff + need > c->base.opt.capacity) {
+		if (deadline == IPC__NOW) {
+			if (tx_peer(c) < 0)
+				return -1;
+			errno = EAGAIN;
+			return -1;
+		}
+		if (deadline == IPC__FOREVER) {
+			pthread_cond_wait(&c->room_cv, &c->smu);
+			continue;
+		}
+		if (ipc__now() >= deadline) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+		pthread_cond_timedwait(&c->room_cv, &c->smu, &ts);
+	}
+	if (c->serr) {
+		errno = c->serr;
+		return -1;
+	}
+	return 0;
+}
+
+struct cursor {
+	const struct iovec *iov;
+	int cnt;
+	size_t off;
+};
+
+static void cur_copy(struct cursor *k, unsigned char *dst, size_t n)
+{
+	while (n > 0) {
+		size_t avail = k->iov->iov_len - k->off;
+		if (avail == 0) {
+			k->iov++;
+			k->cnt--;
+			k->off = 0;
+			continue;
+		}
+		size_t t = avail < n ? avail : n;
+		memcpy(dst, (const unsigned char *)k->iov->iov_base + k->off, t);
+		dst += t;
+		n -= t;
+		k->off += t;
+	}
+}
+
+/* t contiguous bytes at the cursor: in place if possible, else copied. */
+static const void *cur_take(struct cursor *k, size_t t, unsigned char *scratch)
+{
+	while (k->cnt > 0 && k->off == k->iov->iov_len) {
+		k->iov++;
+		k->cnt--;
+		k->off = 0;
+	}
+	if (k->cnt > 0 && k->iov->iov_len - k->off >= t) {
+		const void *p = (const unsigned char *)k->iov->iov_base + k->off;
+		k->off += t;
+		return p;
+	}
+	cur_copy(k, scratch, t);
+	return scratch;
+}
+
+static int held_reserve(struct mq_conn *c, size_t more)
+{
+	if (c->hlen + more <= c->hcap)
+		return 0;
+	if (c->hoff) {
+		memmove(c->hb, c->hb + c->hoff, c->hlen - c->hoff);
+		c->hlen -= c->hoff;
+		c->hoff = 0;
+		if (c->hlen + more <= c->hcap)
+			return 0;
+	}
+	size_t cap = c->hcap ? c->hcap : 4096;
+	while (cap < c->hlen + more)
+		cap *= 2;
+	unsigned char *p = realloc(c->hb, cap);
+	if (!p)
+		return -1;
+	c->hb = p;
+	c->hcap = cap;
+	return 0;
+}
+
+/* Hold a chunk (first, n bytes), then rest bytes from the cursor in chunks
+ * of msgsize; the flusher sends them. */
+static int tx_hold(struct mq_conn *c, const void *first, size_t n, struct cursor *k, size_t rest)
+{
+	size_t ms = c->s_msgsize;
+	size_t nch = (rest + ms - 1) / ms;
+	if (fl_ensure(c) < 0 || held_reserve(c, 4 + n + rest + 4 * nch) < 0)
+		return -1;
+	put32(c->hb + c->hlen, (uint32_t)n);
+	memcpy(c->hb + c->hlen + 4, first, n);
+	c->hlen += 4 + n;
+	while (rest > 0) {
+		size_t t = rest < ms ? rest : ms;
+		put32(c->hb + c->hlen, (uint32_t)t);
+		cur_copy(k, c->hb + c->hlen + 4, t);
+		c->hlen += 4 + t;
+		rest -= t;
+	}
+	atomic_store(&c->hpend, c->hlen - c->hoff);
+	pthread_cond_signal(&c->fl_cv);
+	return 0;
+}
+
+/* First chunk of a message: *t bytes at the returned pointer. */
+static const void *tx_first(struct mq_conn *c, struct cursor *k, size_t total, size_t *t, size_t *rest)
+{
+	size_t ms = c->s_msgsize;
+	if (total < ms) {
+		*t = total;
+		*rest = 0;
+		return cur_take(k, total, c->sbuf);
+	}
+	put32(c->sbuf, TAG_FIRST);
+	put32(c->sbuf + 4, (uint32_t)total);
+	cur_copy(k, c->sbuf + 8, ms - 8);
+	*t = ms;
+	*rest = total - (ms - 8);
+	return c->sbuf;
+}
+
+static int tx_msg(struct mq_conn *c, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
+{
+	size_t ms = c->s_msgsize, cap = c->base.opt.capacity, t, rest;
+	struct cursor k = {iov, iovcnt, 0};
+	const void *src;
+	if (c->serr) {
+		errno = c->serr;
+		return -1;
+	}
+	if (total > atomic_load(&c->peer_max) || (deadline == IPC__NOW && total + 4 > cap)) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	int64_t now = ipc__now();
+	if (now - c->s_check >= CHECK_NS || now < c->s_check) {
+		c->s_check = now;
+		if (tx_peer(c) < 0)
+			return -1;
+	}
+	if (c->hoff < c->hlen) { /* order: behind what is held */
+		if (tx_wait_room(c, total + 4, deadline) < 0)
+			return -1;
+		if (c->hoff < c->hlen) {
+			src = tx_first(c, &k, total, &t, &rest);
+			return tx_hold(c, src, t, &k, rest);
+		}
+	}
+	src = tx_first(c, &k, total, &t, &rest);
+	if (rest && deadline == IPC__FOREVER && total + 4 <= cap) {
+		/* several chunks that fit the capacity: all into the queue now,
+		 * or all held (a blocking send never leaves a started tail) */
+		struct mq_attr a;
+		size_t nch = 1 + (rest + ms - 1) / ms;
+		if (mq_getattr(c->sq_nb, &a) == 0 && a.mq_curmsgs + (long)nch > a.mq_maxmsg)
+			return tx_hold(c, src, t, &k, rest);
+	}
+	int started = 0;
+	for (;;) {
+		if (mq_send(c->sq_nb, src, t, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return tx_fail(c, errno == EBADF ? EPIPE : errno);
+			if (tx_peer(c) < 0)
+				return -1;
+			/* hold what fits the capacity; a blocking send never leaves
+			 * the tail of a started message behind (exit after send) */
+			if (deadline == IPC__NOW || (t + rest + 4 <= cap && (!started || deadline != IPC__FOREVER)))
+				return tx_hold(c, src, t, &k, rest);
+			/* more than the capacity left: wait in the kernel */
+			if (q_send(c, src, t, deadline, NULL) < 0) {
+				if (errno == ETIMEDOUT && started)
+					return tx_hold(c, src, t, &k, rest);
+				if (errno == ETIMEDOUT)
+					return -1;
+				return tx_fail(c, errno == EBADF ? EPIPE : errno);
+			}
+		}
+		started = 1;
+		if (rest == 0)
+			return 0;
+		t = rest < ms ? rest : ms;
+		rest -= t;
+		src = cur_take(&k, t, c->sbuf);
+	}
+}
+
+static int mq_send_slot(struct ipc_conn *cc, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
+{
+	struct mq_conn *c = C(cc);
+	pthread_mutex_lock(&c->smu);
+	int r = tx_msg(c, iov, iovcnt, total, deadline);
+	pthread_mutex_unlock(&c->smu);
+	return r;
+}
+
+static int mq_flush_slot(struct ipc_conn *cc, int64_t deadline)
+{
+	struct mq_conn *c = C(cc);
+	pthread_mutex_lock(&c->smu);
+	int r = tx_wait_room(c, c->base.opt.capacity + 1, deadline);
+	pthread_mutex_unlock(&c->smu);
+	return r;
+}
+
+/* ---- receive side (rmu held) ------------------------------------------ */
+
+static int rx_fail(struct mq_conn *c, int e)
+{
+	c->rerr = e;
+	errno = e;
+	return -1;
+}
+
+/* Peer gone and nothing queued: the final error (sticky). */
+static ssize_t rx_gone(struct mq_conn *c, void *buf, size_t cap)
+{
+	ssize_t n = mq_receive(c->rq_nb, buf, cap, NULL);
+	if (n >= 0)
+		return n;
+	return rx_fail(c, peer_err(c, 0));
+}
+
+/* Receive one mq message into buf (cap >= r_msgsize) by deadline. */
+static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadline)
+{
+	for (;;) {
+		ssize_t n;
+		if (deadline == IPC__NOW) {
+			n = mq_receive(c->rq_nb, buf, cap, NULL);
+			if (n >= 0)
+				return n;
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return rx_fail(c, errno);
+			if (peer_check(c) != P_OPEN)
+				return rx_gone(c, buf, cap);
+			errno = EAGAIN;
+			return -1;
+		}
+		int64_t w = slice_for(deadline);
+		if (w == 0) {
+			if (peer_check(c) != P_OPEN)
+				return rx_gone(c, buf, cap);
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		struct timespec ts;
+		int64_t now = rt_now(&ts);
+		if (now - c->r_check >= CHECK_NS || now < c->r_check) {
+			c->r_check = now;
+			if (peer_check(c) != P_OPEN)
+				return rx_gone(c, buf, cap);
+		}
+		ts_add(&ts, w);
+		n = mq_timedreceive(c->rq, buf, cap, NULL, &ts);
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		if (errno != ETIMEDOUT)
+			return rx_fail(c, errno);
+		c->r_check = now + w;
+		if (peer_check(c) != P_OPEN)
+			return rx_gone(c, buf, cap);
+	}
+}
+
+/* Take in one mq message of n bytes now in src (rbuf or user buffer).
+ * 1: a whole small message (caller decides), 0: consumed, -1 error. */
+static int rx_take(struct mq_conn *c, const unsigned char *src, size_t n)
+{
+	size_t ms = c->r_msgsize;
+	if (c->asm_on) {
+		size_t want = c->atotal - c->ahave;
+		if (want > ms)
+			want = ms;
+		if (n != want)
+			return rx_fail(c, EPROTO);
+		if (src != c->abuf + c->ahave)
+			memcpy(c->abuf + c->ahave, src, n);
+		c->ahave += n;
+		return 0;
+	}
+	if (n < ms)
+		return 1;
+	uint32_t tag = get32(src), total = get32(src + 4);
+	if (tag == TAG_CLOSE)
+		return rx_fail(c, EPIPE);
+	if (tag != TAG_FIRST || total < ms || total > c->base.opt.max_msg_size)
+		return rx_fail(c, EPROTO);
+	c->abuf = malloc(total);
+	if (!c->abuf) { /* keep the chunk: a later call retries */
+		if (src != c->rbuf)
+			memcpy(c->rbuf, src, n);
+		c->first_kept = 1;
+		errno = ENOMEM;
+		return -1;
+	}
+	c->first_kept = 0;
+	memcpy(c->abuf, src + 8, ms - 8);
+	c->atotal = total;
+	c->ahave = ms - 8;
+	c->asm_on = 1;
+	return 0;
+}
+
+/* Pull messages until one is complete (or error / would block). */
+static int rx_fill(struct mq_conn *c, int64_t deadline)
+{
+	if (c->first_kept && rx_take(c, c->rbuf, c->r_msgsize) < 0)
+		return -1;
+	while (!c->pend && !(c->asm_on && c->ahave == c->atotal)) {
+		unsigned char *dst = c->rbuf;
+		if (c->asm_on && c->atotal - c->ahave >= c->r_msgsize)
+			dst = c->abuf + c->ahave;
+		ssize_t n = rx_chunk(c, dst, c->r_msgsize, deadline);
+		if (n < 0)
+			return -1;
+		int r = rx_take(c, dst, (size_t)n);
+		if (r < 0)
+			return -1;
+		if (r == 1) {
+			c->pend = 1;
+			c->pend_len = (size_t)n;
+		}
+	}
+	return 0;
+}
+
+static ssize_t rx_deliver(struct mq_conn *c, void *buf, size_t len, void **allocp)
+{
+	if (c->pend) {
+		size_t n = c->pend_len;
+		if (allocp) {
+			void *p = malloc(n ? n : 1);
+			if (!p)
+				return -1;
+			memcpy(p, c->rbuf, n);
+			*allocp = p;
+		} else if (n > len) {
+			errno = EMSGSIZE;
+			return -1;
+		} else if (n) {
+			memcpy(buf, c->rbuf, n);
+		}
+		c->pend = 0;
+		return (ssize_t)n;
+	}
+	size_t n = c->atotal;
+	if (allocp) {
+		*allocp = c->abuf;
+	} else if (n > len) {
+		errno = EMSGSIZE;
+		return -1;
+	} else {
+		memcpy(buf, c->abuf, n);
+		free(c->abuf);
+	}
+	c->abuf = NULL;
+	c->asm_on = 0;
+	c->atotal = c->ahave = 0;
+	return (ssize_t)n;
+}
+
+static ssize_t rx_msg(struct mq_conn *c, void *buf, size_t len, void **allocp, int64_t deadline)
+{
+	if (!c->pend && !c->asm_on && !c->first_kept) {
+		if (c->rerr) {
+			errno = c->rerr;
+			return -1;
+		}
+		if (!allocp && len >= c->r_msgsize) { /* fast path: straight in */
+			ssize_t n = rx_chunk(c, buf, len, deadline);
+			if (n < 0)
+				return -1;
+			int r = rx_take(c, buf, (size_t)n);
+			if (r < 0)
+				return -1;
+			if (r == 1)
+				return n;
+		}
+	}
+	if (rx_fill(c, deadline) < 0)
+		return -1;
+	return rx_deliver(c, buf, len, allocp);
+}
+
+static ssize_t mq_recv_slot(struct ipc_conn *cc, void *buf, size_t len, void **allocp, int64_t deadline)
+{
+	struct mq_conn *c = C(cc);
+	pthread_mutex_lock(&c->rmu);
+	ssize_t r = rx_msg(c, buf, len, allocp, deadline);
+	pthread_mutex_unlock(&c->rmu);
+	return r;
+}
+
+/* ---- readiness -------------------------------------------------------- */
+
+static void ep_set(struct mq_conn *c, mqd_t q, unsigned *cur, unsigned want)
+{
+	if (*cur == want)
+		return;
+	struct epoll_event ev = {.events = want, .data.fd = q};
+	if (epoll_ctl(c->efd, EPOLL_CTL_MOD, q, &ev) == 0)
+		*cur = want;
+}
+
+static int mq_conn_fd(const struct ipc_conn *cc)
+{
+	return ((const struct mq_conn *)cc)->efd;
+}
+
+static int mq_conn_ready(struct ipc_conn *cc, int events, short *pollev)
+{
+	struct mq_conn *c = C(cc);
+	int r = 0, held = 0;
+	int e = errno;
+	if (events & IPC_POLLIN) {
+		if (pthread_mutex_trylock(&c->rmu) == 0) {
+			if (c->rerr || c->pend || (c->asm_on && c->ahave == c->atotal))
+				r |= IPC_POLLIN;
+			else if (rx_fill(c, IPC__NOW) == 0 || errno != EAGAIN)
+				r |= IPC_POLLIN;
+			if (c->rerr && c->rerr != EPIPE)
+				r |= c->rerr == ECONNRESET ? IPC_POLLHUP : IPC_POLLERR;
+			else if (c->rerr == EPIPE)
+				r |= IPC_POLLHUP;
+			pthread_mutex_unlock(&c->rmu);
+		}
+	}
+	if (pthread_mutex_trylock(&c->smu) == 0) {
+		held = 0;
+		if (events & IPC_POLLOUT) {
+			if (c->serr)
+				r |= IPC_POLLOUT | IPC_POLLERR;
+			else if (c->hlen - c->hoff + SMALL_MSG + 4 <= c->base.opt.capacity)
+				r |= IPC_POLLOUT;
+		}
+		pthread_mutex_unlock(&c->smu);
+	}
+	int st = peer_check(c);
+	if (st != P_OPEN) {
+		r |= IPC_POLLHUP;
+		if (events & IPC_POLLOUT)
+			r |= IPC_POLLOUT;
+		if (events & IPC_POLLIN)
+			r |= IPC_POLLIN; /* receive returns at once (data or end) */
+		if (st == P_REFUSED)
+			r |= IPC_POLLERR;
+	}
+	pthread_mutex_lock(&c->kmu);
+	ep_set(c, c->rq_nb, &c->ev_rq, (events & IPC_POLLIN) ? EPOLLIN : 0);
+	ep_set(c, c->sq_nb, &c->ev_sq, (held || ((events & IPC_POLLOUT) && !(r & IPC_POLLOUT))) ? EPOLLOUT : 0);
+	pthread_mutex_unlock(&c->kmu);
+	*pollev = POLLIN;
+	errno = e;
+	return r;
+}
+
+static int mq_peer_cred(const struct ipc_conn *cc, struct ipc_cred *cred)
+{
+	*cred = ((const struct mq_conn *)cc)->cred;
+	return 0;
+}
+
+/* ---- connection life -------------------------------------------------- */
+
+static void conn_free(struct mq_conn *c)
+{
+	ipc__close_fd(c->sock);
+	ipc__close_fd(c->efd);
+	mqd_t q[4] = {c->sq, c->sq_nb, c->rq, c->rq_nb};
+	for (int i = 0; i < 4; i++)
+		if (q[i] != (mqd_t)-1)
+			mq_close(q[i]);
+	free(c->sbuf);
+	free(c->rbuf);
+	free(c->hb);
+	free(c->abuf);
+	free(c->fl_buf);
+	pthread_cond_destroy(&c->room_cv);
+	pthread_cond_destroy(&c->fl_cv);
+	pthread_mutex_destroy(&c->kmu);
+	pthread_mutex_destroy(&c->smu);
+	pthread_mutex_destroy(&c->rmu);
+	free(c);
+}
+
+/* fds: c2s blocking, c2s nonblocking, s2c blocking, s2c nonblocking.
+ * Takes ownership of sock and fds (closed on failure). */
+static struct mq_conn *conn_new(int sock, const int fds[4], int is_client)
+{
+	struct mq_conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		ipc__close_fd(sock);
+		for (int i = 0; i < 4; i++)
+			ipc__close_fd(fds[i]);
+		return NULL;
+	}
+	pthread_mutex_init(&c->kmu, NULL);
+	pthread_mutex_init(&c->smu, NULL);
+	pthread_mutex_init(&c->rmu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->room_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&c->fl_cv, NULL);
+	atomic_init(&c->fl_stop, 0);
+	c->sock = sock;
+	c->efd = -1;
+	c->is_client = is_client;
+	c->sq = is_client ? fds[0] : fds[2];
+	c->sq_nb = is_client ? fds[1] : fds[3];
+	c->rq = is_client ? fds[2] : fds[0];
+	c->rq_nb = is_client ? fds[3] : fds[1];
+	atomic_init(&c->peer_max, SIZE_MAX);
+	atomic_init(&c->hpend, 0);
+	c->hello_done = !is_client;
+
+	struct mq_attr sa, ra;
+	struct ucred uc;
+	socklen_t ul = sizeof uc;
+	if (mq_getattr(c->sq, &sa) < 0 || mq_getattr(c->rq, &ra) < 0)
+		goto fail;
+	c->s_msgsize = (size_t)sa.mq_msgsize;
+	c->s_maxmsg = sa.mq_maxmsg;
+	c->r_msgsize = (size_t)ra.mq_msgsize;
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &ul) < 0)
+		goto fail;
+	c->cred.pid = uc.pid;
+	c->cred.uid = uc.uid;
+	c->cred.gid = uc.gid;
+	c->sbuf = malloc(c->s_msgsize);
+	c->rbuf = malloc(c->r_msgsize);
+	c->fl_buf = malloc(c->s_msgsize);
+	if (!c->sbuf || !c->rbuf || !c->fl_buf)
+		goto fail;
+	c->efd = epoll_create1(EPOLL_CLOEXEC);
+	if (c->efd < 0)
+		goto fail;
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = c->rq_nb};
+	if (epoll_ctl(c->efd, EPOLL_CTL_ADD, c->rq_nb, &ev) < 0)
+		goto fail;
+	c->ev_rq = EPOLLIN;
+	ev.events = 0;
+	ev.data.fd = c->sq_nb;
+	if (epoll_ctl(c->efd, EPOLL_CTL_ADD, c->sq_nb, &ev) < 0)
+		goto fail;
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.fd = sock;
+	if (epoll_ctl(c->efd, EPOLL_CTL_ADD, sock, &ev) < 0)
+		goto fail;
+	return c;
+fail:
+	conn_free(c);
+	return NULL;
+}
+
+static int mq_close_slot(struct ipc_conn *cc, int64_t linger)
+{
+	struct mq_conn *c = C(cc);
+	int rc = 0, err = 0;
+	pthread_mutex_lock(&c->smu);
+	if (c->hoff < c->hlen && tx_wait_room(c, c->base.opt.capacity + 1, linger) < 0) {
+		rc = -1;
+		err = errno;
+	}
+	int clean = c->hoff == c->hlen && !c->serr;
+	atomic_store(&c->fl_stop, 1);
+	pthread_cond_signal(&c->fl_cv);
+	pthread_mutex_unlock(&c->smu);
+	if (c->fl_started) {
+		pthread_join(c->fl_th, NULL);
+		c->fl_started = 0;
+	}
+	if (clean && peer_check(c) == P_OPEN) {
+		memset(c->sbuf, 0, c->s_msgsize);
+		put32(c->sbuf, TAG_CLOSE);
+		while (mq_send(c->sq_nb, (char *)c->sbuf, c->s_msgsize, 0) < 0 && errno == EINTR)
+			;
+		while (send(c->sock, "C", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR)
+			;
+	}
+	/* make the peer's sends find a full queue, so that they look at the
+	 * socket: drain what it sent us, then fill with CLOSE markers */
+	memset(c->rbuf, 0, c->r_msgsize);
+	for (int i = 0; i < 4096 && mq_receive(c->rq_nb, (char *)c->rbuf, c->r_msgsize, NULL) >= 0; i++)
+		;
+	memset(c->rbuf, 0, c->r_msgsize);
+	put32(c->rbuf, TAG_CLOSE);
+	for (int i = 0; i < 4096 && mq_send(c->rq_nb, (char *)c->rbuf, c->r_msgsize, 0) == 0; i++)
+		;
+	conn_free(c);
+	if (rc < 0)
+		errno = err;
+	return rc;
+}
+
+/* ---- queue creation (client) ------------------------------------------ */
+
+/* Create one queue; opens it blocking (*blk) and nonblocking (*nb) and
+ * unlinks the name before returning. */
+static int make_queue(long maxmsg, long msgsize, unsigned mode, mqd_t *blk, mqd_t *nb)
+{
+	unsigned char rnd[8];
+	char name[64];
+	if (ipc__random(rnd, sizeof rnd) < 0)
+		return -1;
+	snprintf(name, sizeof name, "/libipc-mq.%d.%02x%02x%02x%02x%02x%02x%02x%02x", (int)getpid(), rnd[0], rnd[1],
+		 rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	struct mq_attr a = {.mq_maxmsg = maxmsg, .mq_msgsize = msgsize};
+	*blk = mq_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode, &a);
+	if (*blk == (mqd_t)-1)
+		return -1;
+	*nb = mq_open(name, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	int e = errno;
+	mq_unlink(name);
+	if (*nb == (mqd_t)-1) {
+		mq_close(*blk);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* The two queues of a connection, attributes within the kernel limits. */
+static int make_queues(const struct ipc_options *o, int fds[4])
+{
+	long msg_max = read_proc_long("/proc/sys/fs/mqueue/msg_max", 10);
+	long size_max = read_proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
+	long maxmsg = msg_max < 64 ? msg_max : 64;
+	long msgsize = (long)((o->capacity + 8 + (size_t)maxmsg - 1) / (size_t)maxmsg);
+	msgsize = (msgsize + 7) & ~7L;
+	if (msgsize < MIN_MSGSIZE)
+		msgsize = MIN_MSGSIZE;
+	if (msgsize > MAX_MSGSIZE_DEFAULT)
+		msgsize = MAX_MSGSIZE_DEFAULT;
+	if (msgsize > size_max)
+		msgsize = size_max;
+	if (msgsize < 64) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (int i = 0; i < 4; i++)
+		fds[i] = -1;
+	for (int q = 0; q < 2;) {
+		mqd_t b, n;
+		if (make_queue(maxmsg, msgsize, o->mode, &b, &n) == 0) {
+			fds[2 * q] = b;
+			fds[2 * q + 1] = n;
+			q++;
+			continue;
+		}
+		if (errno == EEXIST)
+			continue;
+		if (errno == EMFILE && msgsize > MIN_MSGSIZE) { /* RLIMIT_MSGQUEUE */
+			msgsize /= 2;
+			if (msgsize < MIN_MSGSIZE)
+				msgsize = MIN_MSGSIZE;
+			continue;
+		}
+		if (errno == EMFILE && maxmsg > 2) {
+			maxmsg /= 2;
+			continue;
+		}
+		if (errno == EINVAL && (maxmsg > 10 || msgsize > 8192)) {
+			maxmsg = maxmsg > 10 ? 10 : maxmsg;
+			msgsize = msgsize > 8192 ? 8192 : msgsize;
+			continue;
+		}
+		int e = errno;
+		for (int i = 0; i < 4; i++)
+			if (fds[i] >= 0)
+				mq_close(fds[i]);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- connect ---------------------------------------------------------- */
+
+static struct ipc_conn *mq_connect(const char *name, const struct ipc_options *o, int64_t deadline)
+{
+	struct sockaddr_un sa;
+	int fds[4] = {-1, -1, -1, -1};
+	if (check_name(name) < 0)
+		return NULL;
+	socklen_t sl = rendezvous_addr(name, &sa);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return NULL;
+	for (;;) {
+		int ms = ipc__remaining_ms(deadline);
+		struct timeval tv = {0, 0};
+		if (deadline != IPC__FOREVER) {
+			if (ms <= 0) {
+				errno = ETIMEDOUT;
+				goto fail;
+			}
+			tv.tv_sec = ms / 1000;
+			tv.tv_usec = (ms % 1000) * 1000;
+		}
+		setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+		if (connect(s, (struct sockaddr *)&sa, sl) == 0)
+			break;
+		if (errno == EINTR || errno == EAGAIN)
+			continue; /* EAGAIN: timed out in a full backlog; loop checks */
+		goto fail;
+	}
+	struct timeval zero = {0, 0};
+	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
+	if (ipc__set_nonblock(s, 1) < 0 || make_queues(o, fds) < 0)
+		goto fail;
+
+	unsigned char h[HELLO_LEN];
+	hello_encode(h, 0, o->max_msg_size);
+	struct iovec v = {h, HELLO_LEN};
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+	} cm;
+	memset(&cm, 0, sizeof cm);
+	struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
+	struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+	ch->cmsg_level = SOL_SOCKET;
+	ch->cmsg_type = SCM_RIGHTS;
+	ch->cmsg_len = CMSG_LEN(sizeof(int) * 4);
+	memcpy(CMSG_DATA(ch), fds, sizeof(int) * 4);
+	ssize_t r;
+	while ((r = sendmsg(s, &mh, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
+		;
+	if (r != HELLO_LEN) {
+		if (r >= 0 || errno == EPIPE)
+			errno = ECONNRESET;
+		goto fail;
+	}
+	struct mq_conn *c = conn_new(s, fds, 1);
+	return c ? &c->base : NULL;
+fail:
+	ipc__close_fd(s);
+	for (int i = 0; i < 4; i++)
+		if (fds[i] >= 0) {
+			int e = errno;
+			mq_close(fds[i]);
+			errno = e;
+		}
+	return NULL;
+}
+
+/* ---- listener --------------------------------------------------------- */
+
+static struct mq_listener *L(struct ipc_listener *l)
+{
+	return (struct mq_listener *)l;
+}
+
+static struct ipc_listener *mq_listen(const char *name, const struct ipc_options *o)
+{
+	struct sockaddr_un sa;
+	if (check_name(name) < 0)
+		return NULL;
+	struct mq_listener *l = calloc(1, sizeof *l);
+	if (!l)
+		return NULL;
+	l->efd = -1;
+	l->o = *o;
+	memcpy(l->name, name, strlen(name) + 1);
+	socklen_t sl = rendezvous_addr(name, &sa);
+	l->lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (l->lsock < 0)
+		goto fail;
+	if (bind(l->lsock, (struct sockaddr *)&sa, sl) < 0 || listen(l->lsock, 128) < 0)
+		goto fail;
+	l->efd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->efd < 0)
+		goto fail;
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->lsock};
+	if (epoll_ctl(l->efd, EPOLL_CTL_ADD, l->lsock, &ev) < 0)
+		goto fail;
+	return &l->base;
+fail:
+	ipc__close_fd(l->lsock);
+	ipc__close_fd(l->efd);
+	free(l);
+	return NULL;
+}
+
+/* Does opt.mode let a client with these credentials in? */
+static int mode_allows(unsigned mode, const struct ucred *uc)
+{
+	if (uc->uid == 0)
+		return 1;
+	if (uc->uid == geteuid())
+		return (mode & 0600) == 0600;
+	if (uc->gid == getegid())
+		return (mode & 0060) == 0060;
+	return (mode & 0006) == 0006;
+}
+
+static int mq_fd_ok(int fd, int nonblock, struct stat *st)
+{
+	struct statfs sf;
+	struct mq_attr a;
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != MQUEUE_MAGIC_FS || fstat(fd, st) < 0 || mq_getattr(fd, &a) < 0)
+		return 0;
+	if (a.mq_msgsize < 64 || a.mq_msgsize > (16L << 20) || a.mq_maxmsg < 1)
+		return 0;
+	return !!(a.mq_flags & O_NONBLOCK) == !!nonblock;
+}
+
+/* Try to read the hello of an accepted socket.  1: conn built and queued,
+ * 0: not there yet, -1: dropped (fd closed). */
+static int lst_hello(struct mq_listener *l, int fd)
+{
+	unsigned char h[HELLO_LEN];
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int) * 8)];
+	} cm;
+	struct iovec v = {h, HELLO_LEN};
+	struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
+	int fds[4] = {-1, -1, -1, -1}, nfds = 0, status = EPROTO;
+	ssize_t r;
+	while ((r = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	for (struct cmsghdr *ch = r > 0 ? CMSG_FIRSTHDR(&mh) : NULL; ch; ch = CMSG_NXTHDR(&mh, ch)) {
+		if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
+			continue;
+		int n = (int)((ch->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		int *p = (int *)CMSG_DATA(ch);
+		for (int i = 0; i < n; i++) {
+			int x;
+			memcpy(&x, p + i, sizeof x);
+			if (nfds < 4)
+				fds[nfds] = x;
+			else
+				close(x);
+			nfds++;
+		}
+	}
+	if (r <= 0)
+		goto drop_silent;
+	if ((mh.msg_flags & MSG_CTRUNC) && nfds < 4) { /* no room for the fds */
+		l->hard_err = EMFILE;
+		goto drop_silent;
+	}
+	struct ucred uc;
+	socklen_t ul = sizeof uc;
+	if (r != HELLO_LEN || (mh.msg_flags & MSG_CTRUNC) || hello_check(h) < 0 || nfds != 4)
+		goto drop;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) < 0)
+		goto drop_silent;
+	if (!mode_allows(l->base.opt.mode, &uc)) {
+		status = EACCES;
+		goto drop;
+	}
+	struct stat st[4];
+	for (int i = 0; i < 4; i++)
+		if (!mq_fd_ok(fds[i], i & 1, &st[i]))
+			goto drop;
+	if (st[0].st_ino != st[1].st_ino || st[2].st_ino != st[3].st_ino || st[0].st_ino == st[2].st_ino)
+		goto drop;
+	unsigned char rep[HELLO_LEN];
+	hello_encode(rep, 0, l->base.opt.max_msg_size);
+	if (send(fd, rep, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL) != HELLO_LEN)
+		goto drop_silent;
+	struct mq_conn *c = conn_new(fd, fds, 0);
+	if (!c)
+		return -1;
+	uint32_t m = get32(h + 8);
+	atomic_store(&c->peer_max, m ? (size_t)m : SIZE_MAX);
+	l->ready[l->nready++] = c;
+	return 1;
+drop:
+	hello_encode(h, status, 0);
+	send(fd, h, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL);
+drop_silent:
+	close(fd);
+	for (int i = 0; i < 4; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return -1;
+}
+
+/* Move accepted sockets along without waiting.  -1 on a hard accept error
+ * (EMFILE...) when nothing is ready. */
+static int lst_pump(struct mq_listener *l)
+{
+	int err = 0;
+	for (int i = 0; i < l->npend && l->nready < MAX_PENDING;) {
+		int fd = l->pend[i];
+		int r = lst_hello(l, fd);
+		if (r == 0) {
+			i++;
+			continue;
+		}
+		if (r > 0) /* now the connection's socket (closed ones left by themselves) */
+			epoll_ctl(l->efd, EPOLL_CTL_DEL, fd, NULL);
+		l->pend[i] = l->pend[--l->npend];
+	}
+	while (l->nready < MAX_PENDING) {
+		int fd = accept4(l->lsock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				err = errno;
+			break;
+		}
+		int r = lst_hello(l, fd);
+		if (r != 0)
+			continue;
+		if (l->npend == MAX_PENDING) { /* drop the oldest slow client */
+			epoll_ctl(l->efd, EPOLL_CTL_DEL, l->pend[0], NULL);
+			close(l->pend[0]);
+			l->pend[0] = l->pend[--l->npend];
+		}
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.fd = fd};
+		epoll_ctl(l->efd, EPOLL_CTL_ADD, fd, &ev);
+		l->pend[l->npend++] = fd;
+	}
+	if (!err)
+		err = l->hard_err;
+	l->hard_err = 0;
+	if (err && !l->nready) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+static struct ipc_conn *mq_accept(struct ipc_listener *ll, int64_t deadline)
+{
+	struct mq_listener *l = L(ll);
+	for (;;) {
+		if (lst_pump(l) < 0)
+			return NULL;
+		if (l->nready) {
+			struct mq_conn *c = l->ready[0];
+			memmove(l->ready, l->ready + 1, sizeof l->ready[0] * (size_t)--l->nready);
+			return &c->base;
+		}
+		if (ipc__wait_fd(l->efd, POLLIN, deadline) < 0)
+			return NULL;
+	}
+}
+
+static int mq_listener_addr(const struct ipc_listener *ll, char *buf, size_t len)
+{
+	return ipc__format(buf, len, "mq:%s", ((const struct mq_listener *)ll)->name);
+}
+
+static int mq_listener_fd(const struct ipc_listener *ll)
+{
+	return ((const struct mq_listener *)ll)->efd;
+}
+
+static int mq_listener_ready(struct ipc_listener *ll, int events, short *pollev)
+{
+	struct mq_listener *l = L(ll);
+	int e = errno;
+	*pollev = POLLIN;
+	if (lst_pump(l) < 0) {
+		errno = e;
+		return events & IPC_POLLIN; /* accept reports the error */
+	}
+	errno = e;
+	return l->nready ? (events & IPC_POLLIN) : 0;
+}
+
+static void mq_listener_close(struct ipc_listener *ll)
+{
+	struct mq_listener *l = L(ll);
+	for (int i = 0; i < l->npend; i++)
+		close(l->pend[i]);
+	for (int i = 0; i < l->nready; i++)
+		conn_free(l->ready[i]);
+	ipc__close_fd(l->lsock);
+	ipc__close_fd(l->efd);
+	free(l);
+}
+
+const struct ipc__transport ipc__mq_transport = {
+	.scheme = "mq",
+	.listen = mq_listen,
+	.accept = mq_accept,
+	.listener_addr = mq_listener_addr,
+	.listener_fd = mq_listener_fd,
+	.listener_ready = mq_listener_ready,
+	.listener_close = mq_listener_close,
+	.connect = mq_connect,
+	.send = mq_send_slot,
+	.recv = mq_recv_slot,
+	.flush = mq_flush_slot,
+	.conn_fd = mq_conn_fd,
+	.conn_ready = mq_conn_ready,
+	.peer_cred = mq_peer_cred,
+	.close = mq_close_slot,
+};

@@ -1,0 +1,370 @@
+/* test_mq.c - mq:/name specific tests: no leftovers in the mq namespace
+ * (after close and after SIGKILL of either side), dead peer bound, 64 MiB,
+ * kernel limits, queue exhaustion, credentials and access control. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <mqueue.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#define MQDIR "/dev/mqueue"
+#define DEAD_BOUND_MS 1000 /* documented 50 ms slice, generous for CI */
+
+/* Make /dev/mqueue visible (mount it as root if needed) or SKIP. */
+static void need_mqdir(void)
+{
+	if (t_dir_count(MQDIR) >= 0)
+		return;
+	if (geteuid() != 0)
+		SKIP("/dev/mqueue absent and not root");
+	mkdir(MQDIR, 0755);
+	if (mount("none", MQDIR, "mqueue", 0, NULL) < 0 && t_dir_count(MQDIR) < 0)
+		SKIP("cannot mount the mqueue filesystem");
+}
+
+/* Entries of /dev/mqueue made by this library (other users may work in
+ * parallel on this machine: only count ours). */
+static int our_queues(void)
+{
+	int n = 0;
+	FILE *f = popen("ls " MQDIR " 2>/dev/null | grep -c '^libipc-mq\\.'", "r");
+	if (f) {
+		if (fscanf(f, "%d", &n) != 1)
+			n = 0;
+		pclose(f);
+	}
+	return n;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static ipc_conn *accept_wait(ipc_listener *l)
+{
+	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
+	CHECK(ipc_poll(&it, 1, 10000) == 1);
+	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
+	CHECK(c != NULL);
+	return c;
+}
+
+TEST(mq_names_validated)
+{
+	CHECK_FAILS(ipc_listen("mq:noslash", NULL), EINVAL);
+	CHECK_FAILS(ipc_listen("mq:/", NULL), EINVAL);
+	CHECK_FAILS(ipc_listen("mq:/a/b", NULL), EINVAL);
+	char name[300] = "mq:/";
+	memset(name + 4, 'x', 256);
+	name[260] = '\0';
+	CHECK_FAILS(ipc_listen(name, NULL), ENAMETOOLONG);
+	CHECK_FAILS(ipc_connect(name, NULL), ENAMETOOLONG);
+	/* 255 characters: valid, hashed into the rendezvous address */
+	name[259] = '\0';
+	ipc_listener *l = ipc_listen(name, NULL);
+	CHECK(l != NULL);
+	char back[IPC_ADDR_MAX + 1];
+	CHECK(ipc_listener_addr(l, back, sizeof back) == 259 && !strcmp(back, name));
+	ipc_conn *c = ipc_connect(name, NULL);
+	CHECK(c != NULL);
+	ipc_conn *s = accept_wait(l);
+	CHECK(ipc_send(c, "hi", 2, 0) == 2);
+	char b[4];
+	CHECK(ipc_recv(s, b, sizeof b, 0) == 2);
+	ipc_close(c);
+	ipc_close(s);
+	ipc_listener_close(l);
+}
+
+TEST(mq_no_leftovers_after_close)
+{
+	need_mqdir();
+	int before = our_queues();
+	ipc_conn *s, *c;
+	t_pair("mq", NULL, &s, &c);
+	CHECK(our_queues() == before); /* names never outlive connect */
+	char big[100000];
+	t_fill(big, sizeof big, 1);
+	CHECK(ipc_send(c, big, sizeof big, 0) == (ssize_t)sizeof big);
+	void *p;
+	CHECK(ipc_recv_alloc(s, &p, 0) == (ssize_t)sizeof big && t_verify(p, sizeof big, 1));
+	free(p);
+	CHECK(ipc_close(c) == 0);
+	CHECK(ipc_close(s) == 0);
+	CHECK(our_queues() == before);
+}
+
+/* One side in a child that gets SIGKILLed mid-transfer; the other side
+ * must see the death within the bound and nothing may be left. */
+static void kill_mid_transfer(int kill_client)
+{
+	TEST_TIMEOUT(60);
+	need_mqdir();
+	int before = our_queues();
+	char bound[IPC_ADDR_MAX + 1];
+	/* the child streams, the parent receives */
+	ipc_listener *l = t_listen("mq", NULL, bound);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		ipc_conn *me;
+		if (kill_client) {
+			me = ipc_connect(bound, NULL);
+		} else {
+			me = accept_wait(l);
+		}
+		if (!me)
+			_exit(2);
+		char buf[5000];
+		memset(buf, 'x', sizeof buf);
+		for (;;) /* until killed: blocks when the peer stops reading */
+			if (ipc_send(me, buf, sizeof buf, 0) < 0)
+				_exit(3);
+	}
+	ipc_conn *peer;
+	if (kill_client)
+		peer = accept_wait(l);
+	else
+		peer = ipc_connect(bound, NULL);
+	CHECK(peer != NULL);
+	char buf[8192];
+	for (int i = 0; i < 20; i++)
+		CHECK(ipc_recv(peer, buf, sizeof buf, 0) == 5000);
+	sleep_ms(100); /* let the child block in a full queue */
+	CHECK(kill(pid, SIGKILL) == 0);
+	CHECK(waitpid(pid, NULL, 0) == pid);
+	int64_t t0 = t_now_ms();
+	ssize_t r;
+	while ((r = ipc_recv(peer, buf, sizeof buf, 0)) == 5000)
+		;
+	int64_t dt = t_now_ms() - t0;
+	CHECKF(r == -1 && (errno == ECONNRESET || errno == EPIPE), "after the kill: %zd", r);
+	CHECKF(dt < DEAD_BOUND_MS, "death noticed after %lld ms", (long long)dt);
+	CHECK_FAILS(ipc_send(peer, "x", 1, 0), EPIPE);
+	CHECK(ipc_close(peer) == 0 || errno == EPIPE);
+	ipc_listener_close(l);
+	CHECK(our_queues() == before);
+}
+
+TEST(mq_sigkill_client_mid_transfer)
+{
+	kill_mid_transfer(1);
+}
+
+TEST(mq_sigkill_server_mid_transfer)
+{
+	kill_mid_transfer(0);
+}
+
+/* A blocked receive notices a SIGKILLed peer within the bound. */
+TEST(mq_dead_peer_blocked_recv_bound)
+{
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("mq", NULL, bound);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		ipc_conn *c = ipc_connect(bound, NULL);
+		if (!c || ipc_send(c, "up", 2, 0) != 2)
+			_exit(2);
+		pause();
+		_exit(0);
+	}
+	ipc_conn *s = accept_wait(l);
+	char b[16];
+	CHECK(ipc_recv(s, b, sizeof b, 0) == 2);
+	sleep_ms(50);
+	CHECK(kill(pid, SIGKILL) == 0);
+	int64_t t0 = t_now_ms();
+	CHECK_FAILS(ipc_recv(s, b, sizeof b, 0), ECONNRESET);
+	CHECKF(t_now_ms() - t0 < DEAD_BOUND_MS, "took %lld ms", (long long)(t_now_ms() - t0));
+	waitpid(pid, NULL, 0);
+	ipc_close(s);
+	ipc_listener_close(l);
+}
+
+TEST(mq_64mib_message)
+{
+	TEST_TIMEOUT(60);
+	const size_t n = (size_t)64 << 20;
+	ipc_conn *s, *c;
+	t_pair("mq", NULL, &s, &c);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		char *b = malloc(n);
+		if (!b)
+			_exit(2);
+		t_fill(b, n, 64);
+		_exit(ipc_send(c, b, n, 0) == (ssize_t)n && ipc_close(c) == 0 ? 0 : 3);
+	}
+	/* c stays open here untouched: after fork only the child uses it */
+	void *p = NULL;
+	CHECK(ipc_recv_alloc(s, &p, 0) == (ssize_t)n);
+	CHECK(t_verify(p, n, 64));
+	free(p);
+	CHECK_FAILS(ipc_recv(s, NULL, 0, 0), EPIPE);
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ipc_close(s);
+}
+
+/* Queue attributes come from the kernel's limits at run time. */
+TEST(mq_limits_from_kernel)
+{
+	need_mqdir();
+	long msg_max = 10, size_max = 8192;
+	FILE *f = fopen("/proc/sys/fs/mqueue/msg_max", "r");
+	if (f) {
+		CHECK(fscanf(f, "%ld", &msg_max) == 1);
+		fclose(f);
+	}
+	f = fopen("/proc/sys/fs/mqueue/msgsize_max", "r");
+	if (f) {
+		CHECK(fscanf(f, "%ld", &size_max) == 1);
+		fclose(f);
+	}
+	/* the queues are unlinked at once: check through /proc/self/fdinfo */
+	ipc_conn *s, *c;
+	t_pair("mq", NULL, &s, &c);
+	int checked = 0;
+	for (int fd = 3; fd < 1024; fd++) {
+		struct mq_attr a;
+		if (mq_getattr(fd, &a) < 0)
+			continue;
+		CHECKF(a.mq_maxmsg >= 1 && a.mq_maxmsg <= msg_max, "maxmsg %ld > msg_max %ld", (long)a.mq_maxmsg, msg_max);
+		CHECKF(a.mq_msgsize >= 64 && a.mq_msgsize <= size_max, "msgsize %ld > %ld", (long)a.mq_msgsize, size_max);
+		checked++;
+	}
+	CHECK(checked >= 4);
+	ipc_close(s);
+	ipc_close(c);
+}
+
+/* Running out of queue memory (RLIMIT_MSGQUEUE) is a clear error. */
+TEST(mq_out_of_queues)
+{
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("mq", NULL, bound);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = {0, 0};
+		if (setrlimit(RLIMIT_MSGQUEUE, &rl) < 0)
+			_exit(2);
+		ipc_conn *c = ipc_connect(bound, NULL);
+		if (c)
+			_exit(3);
+		_exit(errno == EMFILE || errno == ENOSPC ? 0 : 4);
+	}
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", WEXITSTATUS(st));
+	ipc_listener_close(l);
+}
+
+TEST(mq_peer_credentials)
+{
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("mq", NULL, bound);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		ipc_conn *c = ipc_connect(bound, NULL);
+		char b[4];
+		_exit(c && ipc_recv(c, b, sizeof b, 0) < 0 ? 0 : 1);
+	}
+	ipc_conn *s = accept_wait(l);
+	struct ipc_cred cr;
+	CHECK(ipc_conn_peer_cred(s, &cr) == 0);
+	CHECK(cr.pid == pid && cr.uid == getuid() && cr.gid == getgid());
+	ipc_close(s);
+	waitpid(pid, NULL, 0);
+	ipc_listener_close(l);
+}
+
+/* Mode 0600 (default): another uid is refused with EACCES. */
+TEST(mq_access_denied_other_uid)
+{
+	if (geteuid() != 0)
+		SKIP("needs root to switch uid");
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("mq", NULL, bound);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		ipc_conn *c = ipc_connect(bound, NULL);
+		if (!c)
+			_exit(errno == EACCES ? 0 : 3);
+		char b[4];
+		ssize_t r = ipc_recv(c, b, sizeof b, 0);
+		_exit(r < 0 && errno == EACCES ? 0 : 4);
+	}
+	/* the listener keeps pumping; the refused client never shows up */
+	int st = 0;
+	for (int i = 0; i < 200; i++) {
+		ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
+		CHECK(c == NULL);
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			break;
+		sleep_ms(20);
+	}
+	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", WEXITSTATUS(st));
+	ipc_listener_close(l);
+
+	/* mode 0666: allowed */
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.mode = 0666;
+	l = t_listen("mq", &o, bound);
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		ipc_conn *c = ipc_connect(bound, NULL);
+		char b[4];
+		_exit(c && ipc_recv(c, b, sizeof b, 0) == 2 ? 0 : 3);
+	}
+	ipc_conn *s = accept_wait(l);
+	CHECK(ipc_send(s, "ok", 2, 0) == 2);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ipc_close(s);
+	ipc_listener_close(l);
+}
+
+/* Sending to a peer that closed fails with EPIPE (its queue is stuffed). */
+TEST(mq_send_after_peer_close)
+{
+	ipc_conn *s, *c;
+	t_pair("mq", NULL, &s, &c);
+	CHECK(ipc_close(s) == 0);
+	ssize_t r = 0;
+	for (int i = 0; i < 10000 && r >= 0; i++)
+		r = ipc_send(c, "x", 1, 0);
+	CHECK(r == -1 && errno == EPIPE);
+	CHECK_FAILS(ipc_recv(c, NULL, 0, 0), EPIPE);
+	ipc_close(c);
+}
