@@ -101,9 +101,16 @@ struct ipc_conn *ipc__stream_new(int fd, const struct ipc_options *o, int cred_o
 	s->cred_ok = cred_ok;
 	s->base.opt = *o;
 	pthread_mutex_init(&s->slock, NULL);
-	int one = 1;
-	if (!cred_ok) /* tcp */
+	if (!cred_ok) { /* tcp: no delay; a silently dead link or host is noticed */
+		int one = 1, idle = 30, intvl = 5, cnt = 4;
+		unsigned user_timeout = 60000;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+	}
 	unsigned char hello[IPC__HELLO_LEN];
 	ipc__hello_encode(hello);
 	ssize_t n;

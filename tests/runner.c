@@ -214,7 +214,9 @@ int main(int argc, char **argv)
 			const char *s = t->per_scheme ? (*tp ? (*tp)->scheme : NULL) : NULL;
 			if (t->per_scheme && !s)
 				break;
-			if ((!s || scheme_enabled(s)) && matches(t->name, s, argc - optind, argv + optind)) {
+			int framed = s && (*tp)->recv == ipc__stream_recv;
+			if ((!s || scheme_enabled(s)) && (t->per_scheme != 2 || framed) &&
+			    matches(t->name, s, argc - optind, argv + optind)) {
 				if (n == cap) {
 					cap = cap ? cap * 2 : 64;
 					list = realloc(list, cap * sizeof *list);
@@ -267,6 +269,8 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	free(slots);
+	free(list);
 	if (skipped)
 		printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	else

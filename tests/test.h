@@ -4,6 +4,9 @@
  *   TEST(name)  { ... }                 runs once
  *   CTEST(name) { ... uses `scheme` }   conformance: runs once per scheme in
  *                                       the library's scheme table
+ *   STEST(name) { ... uses `scheme` }   stream wire format: runs once per
+ *                                       scheme whose transport uses the
+ *                                       stream framing layer (unix, tcp)
  *
  * Every test runs in its own forked process with its own temporary
  * directory (t_tmpdir()), removed by the runner even if the test crashes,
@@ -28,7 +31,7 @@
 struct test {
 	const char *name;
 	void (*fn)(const char *scheme);
-	int per_scheme;
+	int per_scheme; /* 0 once, 1 every scheme, 2 stream-framed schemes */
 	const char *file;
 	int line;
 	struct test *next;
@@ -51,6 +54,7 @@ void test__timeout(unsigned seconds);
 
 #define TEST(nm) TEST__DEFINE(nm, 0)
 #define CTEST(nm) TEST__DEFINE(nm, 1)
+#define STEST(nm) TEST__DEFINE(nm, 2)
 
 /* Fail unless cond holds; prints errno as cond left it. */
 #define CHECK(cond)                                                              \
