@@ -44,7 +44,8 @@ int main(int argc, char **argv)
 		/* The listener is created before fork() and then only used by
 		 * the child: after fork() one process per handle (see ipc(7)). */
 		snprintf(self, sizeof self, "unix:@echo-client-%d", (int)getpid());
-		ipc_listener *l = ipc_listen(self, NULL);
+		static ipc_listener *l; /* the child's: never closed here */
+		l = ipc_listen(self, NULL);
 		if (!l || ipc_listener_addr(l, bound, sizeof bound) < 0) {
 			perror("echo_client: listen");
 			return 2;

@@ -51,7 +51,8 @@ int main(int argc, char **argv)
 	snprintf(self, sizeof self, "unix:@reqrep-%d", (int)getpid());
 	const char *addr = argc > 1 ? argv[1] : self;
 
-	ipc_listener *l = ipc_listen(addr, NULL);
+	static ipc_listener *l; /* after fork() the child's: never closed here */
+	l = ipc_listen(addr, NULL);
 	if (!l || ipc_listener_addr(l, bound, sizeof bound) < 0) {
 		fprintf(stderr, "reqrep: listen %s: %s\n", addr, strerror(errno));
 		return 2;

@@ -541,7 +541,8 @@ int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, si
 	be32_put(hdr, (uint32_t)total);
 	v[0].iov_base = hdr;
 	v[0].iov_len = sizeof hdr;
-	memcpy(v + 1, iov, sizeof *v * (size_t)iovcnt);
+	if (iovcnt)
+		memcpy(v + 1, iov, sizeof *v * (size_t)iovcnt);
 	pthread_mutex_lock(&s->slock);
 	rc = tx_frame(s, v, iovcnt + 1, total + IPC__FRAME_HDR, deadline);
 	pthread_mutex_unlock(&s->slock);
