@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -973,7 +974,7 @@ static void on_usr1(int sig)
 
 struct pester {
 	pthread_t target;
-	volatile int stop;
+	atomic_int stop;
 };
 
 static void *pester_fn(void *arg)
@@ -1094,7 +1095,7 @@ CTEST(eintr_never_surfaces)
 struct batch_rx {
 	ipc_conn *c;
 	size_t n;
-	volatile int done;
+	atomic_int done;
 };
 
 static void *batch_recv_fn(void *arg)
