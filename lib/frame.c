@@ -46,6 +46,7 @@ struct stream {
 	unsigned char *big; /* message being assembled, mlen bytes */
 	size_t bhave;
 	int rerr;
+	int64_t rcvtimeo; /* SO_RCVTIMEO in force (ns), 0 = none */
 
 	/* send side */
 	pthread_mutex_t slock;
@@ -164,12 +165,37 @@ static int rx_wait(struct stream *s, int64_t deadline)
 
 /* One read into dst (up to n bytes).  Returns bytes read (> 0), or -1:
  * EAGAIN/ETIMEDOUT (nothing there by deadline), EPIPE/ECONNRESET (sticky). */
+/* recv(2) flags for a read by deadline.  A timed read waits in the kernel
+ * (one system call, as a blocking one) under an SO_RCVTIMEO that never
+ * exceeds the time left; it is set again only when it would, and then to
+ * 3/4 of the time left, so a stream of calls with the same timeout costs
+ * one setsockopt, not one per call. */
+static int rx_flags(struct stream *s, int64_t deadline)
+{
+	if (deadline == IPC__NOW || atomic_load_explicit(&s->pending, memory_order_relaxed))
+		return MSG_DONTWAIT; /* held output needs rx_wait's POLLOUT */
+	if (deadline == IPC__FOREVER)
+		return 0; /* a kernel timeout only adds a harmless loop */
+	int64_t left = deadline - ipc__now();
+	if (left < 2000)
+		return MSG_DONTWAIT;
+	if (s->rcvtimeo == 0 || s->rcvtimeo > left) {
+		int64_t t = left / 4 * 3;
+		struct timeval tv = {.tv_sec = t / 1000000000, .tv_usec = t % 1000000000 / 1000};
+		if (setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0)
+			return MSG_DONTWAIT;
+		s->rcvtimeo = (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
+	}
+	return 0;
+}
+
+/* One read into dst (up to n bytes).  Returns bytes read (> 0), or -1:
+ * EAGAIN/ETIMEDOUT (nothing there by deadline), EPIPE/ECONNRESET (sticky). */
 static ssize_t rx_read(struct stream *s, void *dst, size_t n, int64_t deadline, int midframe)
 {
 	for (;;) {
-		int wait_in_kernel = deadline == IPC__FOREVER &&
-				     !atomic_load_explicit(&s->pending, memory_order_relaxed);
-		ssize_t r = recv(s->fd, dst, n, wait_in_kernel ? 0 : MSG_DONTWAIT);
+		int flags = rx_flags(s, deadline);
+		ssize_t r = recv(s->fd, dst, n, flags);
 		if (r > 0)
 			return r;
 		if (r == 0)
