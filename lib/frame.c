@@ -53,6 +53,7 @@ struct stream {
 	unsigned char *ob;
 	size_t ocap, ooff, olen;
 	unsigned char *stage; /* send_batch packing buffer */
+	int64_t sndtimeo;     /* SO_SNDTIMEO in force (ns), 0 = none */
 	int serr;
 	atomic_size_t pending; /* olen, readable without slock */
 };
@@ -163,30 +164,35 @@ static int rx_wait(struct stream *s, int64_t deadline)
 	}
 }
 
-/* One read into dst (up to n bytes).  Returns bytes read (> 0), or -1:
- * EAGAIN/ETIMEDOUT (nothing there by deadline), EPIPE/ECONNRESET (sticky). */
-/* recv(2) flags for a read by deadline.  A timed read waits in the kernel
- * (one system call, as a blocking one) under an SO_RCVTIMEO that never
- * exceeds the time left; it is set again only when it would, and then to
- * 3/4 of the time left, so a stream of calls with the same timeout costs
- * one setsockopt, not one per call. */
-static int rx_flags(struct stream *s, int64_t deadline)
+/* Flags for one send(2)/recv(2) by deadline.  A timed call waits in the
+ * kernel (one system call, as a blocking one) under an SO_RCVTIMEO or
+ * SO_SNDTIMEO (optname) that never exceeds the time left; it is set again
+ * only when it would, and then to 3/4 of the time left, so a run of calls
+ * with the same timeout costs one setsockopt, not one per call. */
+static int kernel_wait_flags(int fd, int optname, int64_t *cache, int64_t deadline)
 {
-	if (deadline == IPC__NOW || atomic_load_explicit(&s->pending, memory_order_relaxed))
-		return MSG_DONTWAIT; /* held output needs rx_wait's POLLOUT */
+	if (deadline == IPC__NOW)
+		return MSG_DONTWAIT;
 	if (deadline == IPC__FOREVER)
-		return 0; /* a kernel timeout only adds a harmless loop */
+		return 0; /* an old kernel timeout only adds a harmless loop */
 	int64_t left = deadline - ipc__now();
 	if (left < 2000)
 		return MSG_DONTWAIT;
-	if (s->rcvtimeo == 0 || s->rcvtimeo > left) {
+	if (*cache == 0 || *cache > left) {
 		int64_t t = left / 4 * 3;
 		struct timeval tv = {.tv_sec = t / 1000000000, .tv_usec = t % 1000000000 / 1000};
-		if (setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0)
+		if (setsockopt(fd, SOL_SOCKET, optname, &tv, sizeof tv) < 0)
 			return MSG_DONTWAIT;
-		s->rcvtimeo = (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
+		*cache = (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
 	}
 	return 0;
+}
+
+static int rx_flags(struct stream *s, int64_t deadline)
+{
+	if (atomic_load_explicit(&s->pending, memory_order_relaxed))
+		return MSG_DONTWAIT; /* held output needs rx_wait's POLLOUT */
+	return kernel_wait_flags(s->fd, SO_RCVTIMEO, &s->rcvtimeo, deadline);
 }
 
 /* One read into dst (up to n bytes).  Returns bytes read (> 0), or -1:
@@ -292,16 +298,27 @@ static int rx_complete(struct stream *s, int64_t deadline)
 	return 0;
 }
 
-/* Blocking receive of a large message straight into the caller's buffer. */
-static ssize_t rx_direct(struct stream *s, unsigned char *dst)
+/* Receive a large message straight into the caller's buffer.  If the
+ * deadline passes half way, what arrived moves to big so that the next call
+ * goes on from there (the caller's buffer holds nothing on error). */
+static ssize_t rx_direct(struct stream *s, unsigned char *dst, int64_t deadline)
 {
 	size_t have = s->ilen < s->mlen ? s->ilen : s->mlen;
 	memcpy(dst, s->ib + s->ioff, have);
 	rx_consume(s, have);
 	while (have < s->mlen) {
-		ssize_t r = rx_read(s, dst + have, s->mlen - have, IPC__FOREVER, 1);
-		if (r < 0)
+		ssize_t r = rx_read(s, dst + have, s->mlen - have, deadline, 1);
+		if (r < 0) {
+			if (s->rerr)
+				return -1;
+			int e = errno;
+			if (!(s->big = malloc(s->mlen)))
+				return rx_fail(s, ENOMEM);
+			memcpy(s->big, dst, have);
+			s->bhave = have;
+			errno = e;
 			return -1;
+		}
 		have += (size_t)r;
 	}
 	s->have_hdr = 0;
@@ -344,8 +361,8 @@ ssize_t ipc__stream_recv(struct ipc_conn *c, void *buf, size_t len, void **alloc
 		errno = EMSGSIZE;
 		return -1;
 	}
-	if (!allocp && !is_small(s) && !s->big && deadline == IPC__FOREVER)
-		return rx_direct(s, buf);
+	if (!allocp && !is_small(s) && !s->big)
+		return rx_direct(s, buf, deadline);
 	if (rx_complete(s, deadline) < 0)
 		return -1;
 	return rx_deliver(s, buf, allocp);
@@ -527,10 +544,14 @@ static int tx_frame(struct stream *s, struct iovec *v, int cnt, size_t frame, in
 		return 0;
 	}
 
+	/* Straight to the socket.  Without waiting, what the socket does not
+	 * take is held (the frame fits the capacity); a blocking or timed
+	 * send waits in the kernel, and a timed one that runs out of time
+	 * after its first byte holds the rest rather than cut the message. */
 	struct iovec *iov = v;
 	size_t done = 0;
 	while (done < frame) {
-		int flags = deadline == IPC__FOREVER ? 0 : MSG_DONTWAIT;
+		int flags = kernel_wait_flags(s->fd, SO_SNDTIMEO, &s->sndtimeo, deadline);
 		ssize_t r = tx_sendmsg(s, iov, cnt, flags);
 		if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
 			return tx_fail(s, errno);
@@ -539,18 +560,15 @@ static int tx_frame(struct stream *s, struct iovec *v, int cnt, size_t frame, in
 			iov_advance(&iov, &cnt, (size_t)r);
 			continue;
 		}
-		/* the socket is full: hold the rest if it fits the capacity */
-		size_t rest = frame - done;
-		if (rest <= cap)
-			return tx_hold(s, iov, cnt, 0, rest);
-		int w = ipc__wait_fd(s->fd, POLLOUT, deadline);
-		if (w < 0) {
-			if (done == 0)
-				return -1; /* nothing sent: EAGAIN / ETIMEDOUT */
-			if (errno != ETIMEDOUT)
-				return tx_fail(s, errno);
-			return tx_hold(s, iov, cnt, 0, rest); /* started: accepted */
-		}
+		if (deadline == IPC__NOW)
+			return tx_hold(s, iov, cnt, 0, frame - done);
+		if (ipc__wait_fd(s->fd, POLLOUT, deadline) >= 0)
+			continue;
+		if (errno != ETIMEDOUT && errno != EAGAIN)
+			return tx_fail(s, errno);
+		if (done == 0)
+			return ipc__wouldblock(deadline); /* nothing sent */
+		return tx_hold(s, iov, cnt, 0, frame - done); /* started: accepted */
 	}
 	return 0;
 }
