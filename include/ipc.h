@@ -138,10 +138,10 @@ IPC_API ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts);
  * nonblock and IPC_DONTWAIT): EAGAIN / ETIMEDOUT and nothing sent.
  * EMSGSIZE: len > max_msg_size, or, without waiting (IPC_DONTWAIT, nonblock
  * or timeout 0), len + 4 > capacity (such a message can only flow through
- * a blocking or timed send).  A timed send of a message larger than the
- * capacity that has started flowing when its deadline passes is accepted
- * (its rest is held, up to max_msg_size, and flushed by later calls and
- * close) rather than cut.  EPIPE: the peer closed or died.
+ * a blocking or timed send).  A timed send whose message has started
+ * flowing when its deadline passes is accepted (its rest is held, up to
+ * max_msg_size, and flushed by later calls and close) rather than cut.
+ * EPIPE: the peer closed or died.
  */
 IPC_API ssize_t ipc_send(ipc_conn *c, const void *buf, size_t len, int flags);
 
