@@ -160,7 +160,7 @@ static int iov_total(const struct iovec *iov, int iovcnt, size_t max, size_t *to
 			errno = EINVAL;
 			return -1;
 		}
-		if (iov[i].iov_len > max || t + iov[i].iov_len > max) {
+		if (iov[i].iov_len > max - t) {
 			errno = EMSGSIZE;
 			return -1;
 		}
@@ -251,6 +251,12 @@ ssize_t ipc_recv_batch(ipc_conn *c, struct iovec *msgs, size_t n, int flags)
 	if (!c || check_flags(flags) < 0 || n == 0 || !msgs) {
 		errno = EINVAL;
 		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i].iov_len && !msgs[i].iov_base) {
+			errno = EINVAL;
+			return -1;
+		}
 	}
 	int64_t dl = call_deadline(c->opt.nonblock, c->opt.recv_timeout_ms, flags);
 	if (c->tp->recv_batch)
@@ -388,6 +394,8 @@ static int item_ready(struct ipc_pollitem *it, struct pollfd *pfd)
 	}
 	pfd->events = pev;
 	pfd->revents = 0;
+	if (!pev)
+		pfd->fd = -1; /* nothing to wait for: a hangup must not wake us */
 	return r;
 }
 

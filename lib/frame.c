@@ -138,27 +138,48 @@ static int rx_fail(struct stream *s, int err)
 static int tx_flush_nb(struct stream *s);
 
 /* While a receive waits, held output must keep moving or a request/reply
- * peer would wait for a request still sitting in obuf. */
-static void rx_push_output(struct stream *s)
+ * peer would wait for a request still sitting in obuf.  Output can start
+ * being held by another thread while this one waits, so no receive wait
+ * is longer than RX_SLICE before it looks again. */
+#define RX_SLICE ((int64_t)100000000) /* 100 ms */
+
+static int64_t rx_slice(int64_t deadline)
 {
-	if (atomic_load_explicit(&s->pending, memory_order_relaxed) && pthread_mutex_trylock(&s->slock) == 0) {
-		tx_flush_nb(s);
-		pthread_mutex_unlock(&s->slock);
-	}
+	if (deadline == IPC__NOW)
+		return deadline;
+	int64_t soon = ipc__now() + RX_SLICE;
+	return deadline < soon ? deadline : soon;
+}
+
+/* Flush held output if the sending thread is not at it.  0 if it was busy. */
+static int rx_push_output(struct stream *s)
+{
+	if (pthread_mutex_trylock(&s->slock) != 0)
+		return 0;
+	tx_flush_nb(s);
+	pthread_mutex_unlock(&s->slock);
+	return 1;
 }
 
 /* Wait until the socket is readable (flushing held output meanwhile). */
 static int rx_wait(struct stream *s, int64_t deadline)
 {
+	int sender_busy = 0;
 	for (;;) {
 		short ev = POLLIN;
-		if (atomic_load_explicit(&s->pending, memory_order_relaxed))
+		if (!sender_busy && atomic_load_explicit(&s->pending, memory_order_relaxed))
 			ev |= POLLOUT;
-		int r = ipc__wait_fd(s->fd, ev, deadline);
-		if (r < 0)
+		int64_t slice = rx_slice(deadline);
+		int r = ipc__wait_fd(s->fd, ev, slice);
+		if (r < 0) {
+			if (errno == ETIMEDOUT && slice != deadline) {
+				sender_busy = 0;
+				continue;
+			}
 			return -1;
+		}
 		if (r & POLLOUT)
-			rx_push_output(s);
+			sender_busy = !rx_push_output(s);
 		if (r & (POLLIN | POLLHUP | POLLERR))
 			return 0;
 	}
@@ -192,7 +213,7 @@ static int rx_flags(struct stream *s, int64_t deadline)
 {
 	if (atomic_load_explicit(&s->pending, memory_order_relaxed))
 		return MSG_DONTWAIT; /* held output needs rx_wait's POLLOUT */
-	return kernel_wait_flags(s->fd, SO_RCVTIMEO, &s->rcvtimeo, deadline);
+	return kernel_wait_flags(s->fd, SO_RCVTIMEO, &s->rcvtimeo, rx_slice(deadline));
 }
 
 /* One read into dst (up to n bytes).  Returns bytes read (> 0), or -1:
@@ -208,8 +229,8 @@ static ssize_t rx_read(struct stream *s, void *dst, size_t n, int64_t deadline, 
 			return rx_fail(s, midframe || !s->hello_ok ? ECONNRESET : EPIPE);
 		if (errno == EINTR)
 			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return rx_fail(s, errno == EPIPE ? ECONNRESET : errno);
+		if (errno != EAGAIN && errno != EWOULDBLOCK) /* a dead link or peer */
+			return rx_fail(s, errno == ENOMEM || errno == ENOBUFS ? errno : ECONNRESET);
 		if (rx_wait(s, deadline) < 0)
 			return -1;
 	}
@@ -357,7 +378,9 @@ ssize_t ipc__stream_recv(struct ipc_conn *c, void *buf, size_t len, void **alloc
 	struct stream *s = S(c);
 	if (rx_header(s, deadline) < 0)
 		return -1;
-	if (!allocp && len < s->mlen) {
+	if (!allocp && len < s->mlen) { /* reported once the message is whole */
+		if (rx_complete(s, deadline) < 0)
+			return -1;
 		errno = EMSGSIZE;
 		return -1;
 	}
@@ -403,8 +426,9 @@ ssize_t ipc__stream_recv_batch(struct ipc_conn *c, struct iovec *msgs, size_t n,
 
 static int tx_fail(struct stream *s, int err)
 {
-	if (err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN)
-		err = EPIPE;
+	if (err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN || err == ETIMEDOUT || err == EHOSTUNREACH ||
+	    err == ENETUNREACH || err == EHOSTDOWN || err == ENETDOWN)
+		err = EPIPE; /* the peer or the link is gone */
 	if (!s->serr)
 		s->serr = err;
 	errno = s->serr;
@@ -430,8 +454,9 @@ static int tx_flush_nb(struct stream *s)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
-		tx_set_pending(s);
-		return tx_fail(s, errno);
+		int e = errno;
+		atomic_store_explicit(&s->pending, 0, memory_order_relaxed); /* can never move now */
+		return tx_fail(s, e);
 	}
 	if (s->olen == 0) {
 		s->ooff = 0;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -205,6 +206,17 @@ int main(int argc, char **argv)
 		test_timeout = 240; /* sanitizers slow everything down */
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* POSIX queues are charged to one per-user budget (RLIMIT_MSGQUEUE,
+	 * 800 KiB by default) that tests running side by side would share and
+	 * exhaust; tests of exhaustion lower it themselves in a child */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_MSGQUEUE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max = RLIM_INFINITY;
+		if (setrlimit(RLIMIT_MSGQUEUE, &rl) < 0 && getrlimit(RLIMIT_MSGQUEUE, &rl) == 0) {
+			rl.rlim_cur = rl.rlim_max; /* not root: as far as allowed */
+			setrlimit(RLIMIT_MSGQUEUE, &rl);
+		}
+	}
 
 	/* the work list: every test, conformance tests once per scheme */
 	struct job *list = NULL;
