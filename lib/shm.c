@@ -71,11 +71,17 @@
  * Each side keeps its own index in private memory and never reads it back.
  *
  * Wake-ups.  No system call on the fast path: a sender copies, publishes
- * head (seq_cst) and only if the receiver's waiting flag is set (Dekker
- * pairing: each side stores its own word then loads the other's, all
- * seq_cst) wakes it.  A waiter first spins briefly (SHM_SPIN polls of the
- * index with a pause instruction, a few microseconds), then sets its flag,
- * re-checks, and sleeps in poll() on its end of the ring's wake socketpair
+ * head and only if the receiver's waiting flag is set (Dekker pairing:
+ * each side stores its own word then loads the other's) wakes it.  Every
+ * send and receive publishes its index before returning, so nothing ever
+ * stays unpublished.  The store-load fence the pairing needs is made
+ * asymmetric when both processes are registered for membarrier(2)
+ * GLOBAL_EXPEDITED (hdr->asym): the publishing side uses only a compiler
+ * barrier, and the side about to sleep (or to arm a poller flag) calls
+ * membarrier() after arming its flag; else both sides use seq_cst.  A
+ * waiter first spins (SHM_SPIN polls of the index with a pause
+ * instruction), then sets its flag, fences, re-checks, and sleeps in poll() on
+ * its end of the ring's wake socketpair
  * (one byte per wake-up, sent only while the flag is set) and on the
  * rendezvous socket.  Sleeping in poll() rather than on a futex means the
  * peer's death (POLLHUP, the kernel closes its ends) wakes a blocked call
@@ -120,6 +126,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,7 +137,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 #define SHM_MAGIC 0x4c495053u     /* "LIPS" */
-#define SHM_VERSION 1u
+#define SHM_VERSION 2u
 #define SHM_PREFIX "libipc-shm/"
 #define SHM_NAME_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1 - (sizeof SHM_PREFIX - 1))
 #define SHM_LINE 128
@@ -140,7 +147,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_W_SLEEP 1u            /* waiting flags: a thread sleeps in poll */
 #define SHM_W_POLL 2u             /* ... a poller waits on the socket */
 #define SHM_SPIN 2000             /* polls of the index before sleeping */
-#define SHM_LIVE_EVERY 32         /* sends between two socket checks */
+#define SHM_LIVE_EVERY 256u       /* sends between two socket checks (power of 2) */
 #define SHM_SMALL 64              /* "small message" for IPC_POLLOUT (as frame.c) */
 #define SHM_CHUNK ((uint64_t)64 << 10) /* publication step while streaming */
 #define SHM_MAX_PENDING 64
@@ -165,7 +172,7 @@ struct shm_hdr {
 	uint32_t magic, version;
 	uint64_t cap[2], rsize[2], region;
 	_Alignas(SHM_LINE) _Atomic uint32_t state[2]; /* [0] client, [1] server */
-	_Alignas(SHM_LINE) _Atomic uint32_t state_pad;
+	_Alignas(SHM_LINE) _Atomic uint32_t asym[2];   /* side registered for membarrier */
 	_Alignas(SHM_LINE) struct ring_ctl ctl[2];     /* [0] c->s, [1] s->c */
 };
 _Static_assert(sizeof(struct shm_hdr) <= SHM_HDR_SIZE, "header must fit its page");
@@ -191,6 +198,10 @@ struct shm_conn {
 	unsigned char *txd, *rxd;
 	uint64_t tx_cap, tx_mask, rx_cap, rx_mask;
 	_Atomic uint32_t *my_state, *peer_state;
+	_Atomic uint32_t *peer_asym;
+	int asym_me;  /* we issue membarrier() before sleeping; our process is registered */
+	int tx_asym, rx_asym; /* ...and so does the peer: publish without a
+	                         store-load fence (one cache per path) */
 	struct ipc_cred cred;
 
 	/* shared by the two paths */
@@ -270,6 +281,75 @@ static void wake_peer(struct shm_conn *c, _Atomic uint32_t *flag, int wfd)
 		wake_send(wfd, 1);
 	if (w & SHM_W_POLL)
 		wake_send(c->sock, SHM_WAKE);
+}
+
+/*
+ * Asymmetric fences.  Publishing an index and then reading the other
+ * side's waiting flag needs a store-load fence (Dekker); with it on every
+ * message the producer stalls on each publication.  When both processes
+ * are registered for MEMBARRIER_CMD_GLOBAL_EXPEDITED, the publishing side
+ * uses only a compiler barrier and the side about to sleep (rare: after
+ * spinning) pays for a membarrier() after arming its flag, which runs a
+ * full fence on every CPU running a registered process.  Each side
+ * advertises in hdr->asym that it does so; a side publishes without a
+ * fence only once the peer's bit is set.  Without membarrier both fall
+ * back to seq_cst.
+ */
+#ifndef MEMBARRIER_CMD_GLOBAL_EXPEDITED
+#define MEMBARRIER_CMD_GLOBAL_EXPEDITED (1 << 1)
+#define MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED (1 << 2)
+#endif
+
+static int asym_register(void)
+{
+#ifdef SYS_membarrier
+	return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+#else
+	return 0;
+#endif
+}
+
+/* After arming a waiting flag, before re-checking the index.  0, or -1
+ * when the fence could not be made (the caller then sleeps briefly). */
+static int sleep_fence(struct shm_conn *c)
+{
+	/* the flag was armed with a seq_cst read-modify-write: that is the
+	 * fence of the symmetric protocol */
+	if (!c->asym_me)
+		return 0;
+#ifdef SYS_membarrier
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0)
+		return 0;
+#endif
+	return -1;
+}
+
+/* May we publish without a store-load fence?  *cache belongs to the
+ * calling path (send or receive). */
+static inline int asym_ok(struct shm_conn *c, int *cache)
+{
+	if (__builtin_expect(*cache, 1))
+		return 1;
+	if (c->asym_me && atomic_load_explicit(c->peer_asym, memory_order_relaxed))
+		*cache = 1; /* never cleared: set once by a registered peer */
+	return *cache;
+}
+
+/* Publish an index, then wake the other side if its flag is armed. */
+static inline void publish(struct shm_conn *c, int *cache, _Atomic uint64_t *idx, uint64_t v,
+			   _Atomic uint32_t *flag, int wfd)
+{
+	uint32_t w;
+	if (asym_ok(c, cache)) {
+		atomic_store_explicit(idx, v, memory_order_release);
+		atomic_signal_fence(memory_order_seq_cst);
+		w = atomic_load_explicit(flag, memory_order_relaxed);
+	} else {
+		atomic_store_explicit(idx, v, memory_order_seq_cst);
+		w = atomic_load_explicit(flag, memory_order_seq_cst);
+	}
+	if (__builtin_expect(w != 0, 0))
+		wake_peer(c, flag, wfd);
 }
 
 /* Wake every sleeper of the peer (we close or fail). */
@@ -432,10 +512,14 @@ static int shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *)
 	_Atomic uint32_t *flag = rx ? &c->rxc->cons_waiting : &c->txc->prod_waiting;
 	int wfd = rx ? c->wfd_rx : c->wfd_tx;
 	atomic_fetch_or(flag, SHM_W_SLEEP);
+	int fenced = sleep_fence(c) == 0;
 	wake_drain(wfd);
 	if (!ready(c) && !peer_done(c)) {
 		struct pollfd p[2] = {{.fd = wfd, .events = POLLIN}, {.fd = c->sock, .events = POLLRDHUP}};
-		int r = poll(p, 2, ipc__remaining_ms(deadline));
+		int ms = ipc__remaining_ms(deadline);
+		if (!fenced && (ms < 0 || ms > 1))
+			ms = 1; /* no fence: a wake-up may be missed, look again soon */
+		int r = poll(p, 2, ms);
 		if (r > 0 && ((p[0].revents & (POLLHUP | POLLERR)) || p[1].revents)) {
 			sock_check(c, 0);
 			if (p[0].revents & (POLLHUP | POLLERR))
@@ -471,11 +555,9 @@ static int rx_moved(struct shm_conn *c)
 }
 
 /* Publish our tail and wake a sleeping producer. */
-static void rx_publish(struct shm_conn *c)
+static inline void rx_publish(struct shm_conn *c)
 {
-	atomic_store(&c->rxc->tail, c->rx_tail);
-	if (atomic_load(&c->rxc->prod_waiting))
-		wake_peer(c, &c->rxc->prod_waiting, c->wfd_rx);
+	publish(c, &c->rx_asym, &c->rxc->tail, c->rx_tail, &c->rxc->prod_waiting, c->wfd_rx);
 }
 
 /*
@@ -728,11 +810,9 @@ static uint64_t tx_free(struct shm_conn *c)
 	return c->tx_cap - (c->tx_head - c->tx_tail);
 }
 
-static void tx_publish(struct shm_conn *c)
+static inline void tx_publish(struct shm_conn *c)
 {
-	atomic_store(&c->txc->head, c->tx_head);
-	if (atomic_load(&c->txc->cons_waiting))
-		wake_peer(c, &c->txc->cons_waiting, c->wfd_tx);
+	publish(c, &c->tx_asym, &c->txc->head, c->tx_head, &c->txc->cons_waiting, c->wfd_tx);
 }
 
 /* The send path cannot go on: sticky error. */
@@ -894,7 +974,7 @@ static int tx_begin(struct shm_conn *c, int64_t deadline)
 {
 	if (c->tx_err)
 		return fail_errno(c->tx_err);
-	if ((c->tx_count++ % SHM_LIVE_EVERY) == 0)
+	if ((c->tx_count++ & (SHM_LIVE_EVERY - 1)) == 0)
 		sock_check(c, 1);
 	if (peer_done(c))
 		return tx_dead(c);
@@ -903,9 +983,53 @@ static int tx_begin(struct shm_conn *c, int64_t deadline)
 	return 0;
 }
 
+/* Write one frame of a single buffer that fits (room checked by caller). */
+static inline void tx_frame1(struct shm_conn *c, const void *buf, size_t len)
+{
+	size_t off = (size_t)(c->tx_head & c->tx_mask);
+	uint32_t l32 = (uint32_t)len;
+	if (__builtin_expect(off + 4 + len <= (size_t)c->tx_mask + 1, 1)) {
+		memcpy(c->txd + off, &l32, 4);
+		memcpy(c->txd + off + 4, buf, len);
+	} else {
+		ring_put(c->txd, c->tx_mask, c->tx_head, &l32, 4);
+		ring_put(c->txd, c->tx_mask, c->tx_head + 4, buf, len);
+	}
+	c->tx_head += 4 + (uint64_t)len;
+}
+
+/* The common case without a system call or a wait: no error, nothing
+ * held, no liveness check due, peer alive, room for the whole frame
+ * (refreshing the peer's tail once if needed).  1 sent, 0 take the slow
+ * path (nothing done). */
+static inline int tx_fast(struct shm_conn *c, const void *buf, size_t len)
+{
+	uint64_t need = 4 + (uint64_t)len;
+	if (c->tx_err || c->held || (c->tx_count & (SHM_LIVE_EVERY - 1)) == 0 || need > c->tx_cap)
+		return 0;
+	if (atomic_load_explicit(c->peer_state, memory_order_relaxed) || atomic_load_explicit(&c->peer_gone, memory_order_relaxed) ||
+	    atomic_load_explicit(&c->sock_err, memory_order_relaxed))
+		return 0;
+	if (tx_free(c) < need) {
+		uint64_t t = atomic_load_explicit(&c->txc->tail, memory_order_acquire);
+		if (t < c->tx_tail || t > c->tx_head)
+			return 0; /* the slow path reports it */
+		c->tx_tail = t;
+		if (tx_free(c) < need)
+			return 0;
+	}
+	c->tx_count++;
+	tx_frame1(c, buf, len);
+	return 1;
+}
+
 static int shm_send(struct ipc_conn *cc, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
 {
 	struct shm_conn *c = (struct shm_conn *)cc;
+	if (iovcnt == 1 && tx_fast(c, iov[0].iov_base, total)) {
+		tx_publish(c);
+		return 0;
+	}
 	if (total + 4 > c->tx_cap && deadline == IPC__NOW)
 		return fail_errno(EMSGSIZE);
 	if (tx_begin(c, deadline) < 0)
@@ -925,18 +1049,17 @@ static ssize_t shm_send_batch(struct ipc_conn *cc, const struct iovec *msgs, siz
 	if (shm_send(cc, &msgs[0], 1, msgs[0].iov_len, deadline) < 0)
 		return -1;
 	size_t i = 1;
+	uint64_t pub = c->tx_head;
 	for (; i < n; i++) {
 		size_t l = msgs[i].iov_len;
-		if (l + 4 > c->tx_cap || c->held)
-			break;
-		if (tx_free(c) < l + 4) {
-			tx_publish(c);
-			if (tx_refresh(c) < 0 || tx_free(c) < l + 4)
-				break;
+		if (tx_free(c) < l + 4 && c->tx_head != pub) {
+			tx_publish(c); /* let the reader drain while we look */
+			pub = c->tx_head;
 		}
-		tx_frame(c, &msgs[i], 1, l);
+		if (!tx_fast(c, msgs[i].iov_base, l))
+			break;
 	}
-	if (i > 1)
+	if (c->tx_head != pub)
 		tx_publish(c);
 	return (ssize_t)i;
 }
@@ -1031,6 +1154,11 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 		atomic_fetch_or(&c->rxc->cons_waiting, SHM_W_POLL);
 	if (events & IPC_POLLOUT)
 		atomic_fetch_or(&c->txc->prod_waiting, SHM_W_POLL);
+	if (sleep_fence(c) < 0) {
+		/* no fence: a wake-up byte may be missed; report ready so
+		 * the caller asks again instead of sleeping on the socket */
+		return events & (IPC_POLLIN | IPC_POLLOUT);
+	}
 	if ((events & IPC_POLLIN) && rx_ready(c))
 		res |= IPC_POLLIN;
 	if ((events & IPC_POLLOUT) && tx_ready(c))
@@ -1105,6 +1233,10 @@ static int conn_setup(struct shm_conn *c, const struct shm_hello *h)
 	c->rx_mask = h->rsize[rx] - 1;
 	c->my_state = &c->hdr->state[c->side];
 	c->peer_state = &c->hdr->state[1 - c->side];
+	c->peer_asym = &c->hdr->asym[1 - c->side];
+	c->asym_me = asym_register();
+	if (c->asym_me)
+		atomic_store(&c->hdr->asym[c->side], 1);
 	return 0;
 }
 
