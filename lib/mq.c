@@ -13,7 +13,7 @@
  * outlives mq_open + mq_unlink (a few microseconds; a SIGKILL exactly in
  * that window is the only way to leave a name).  The four descriptors
  * (mqueue descriptors are real fds on Linux) travel to the listener with
- * SCM_RIGHTS in a 16-byte hello: "LIPQ", version 1, status, pad, u32 max
+ * SCM_RIGHTS in a 16-byte hello: "LIPQ", version 2, status, pad, u32 max
  * message size, u32 0.  connect never waits for accept.  accept validates
  * the hello and the descriptors (mqueue fs, flags, sane attributes),
  * enforces opt.mode against the client's SO_PEERCRED (owner/group/other rw
@@ -23,39 +23,68 @@
  *
  * Queue attributes: msg_max and msgsize_max are read from
  * /proc/sys/fs/mqueue at run time (fallback 10 / 8192).  maxmsg =
- * min(msg_max, 64), msgsize just big enough for maxmsg * msgsize to hold
- * the capacity, within [256, msgsize_max].  If RLIMIT_MSGQUEUE is exhausted
- * (EMFILE) smaller queues are tried before giving up with EMFILE; ENOSPC
- * (queues_max) and ENOMEM are reported as such.
+ * min(msg_max, 64); msgsize just big enough for maxmsg * msgsize to hold
+ * the capacity, within [256, msgsize_max] (8192 by default: a 4 KiB
+ * message is one mq message, 1 MiB is 129, as with raw mq).  The queues
+ * count against RLIMIT_MSGQUEUE, one budget (800 KiB by default) for every
+ * queue of the user, which the kernel charges about 1.25 * maxmsg *
+ * msgsize + 1.2 KiB per queue (~100 KiB at 10 x 8192).  So the size also
+ * depends on how many connections this process has made and still holds
+ * (live_conns, a sizing hint only): the first BIG_CONNS (2) get the full
+ * size, the next ones up to MID_CONNS (6) at most 1024 bytes, later ones
+ * 256.  When mq_open fails with EMFILE (budget spent) or ENOMEM the queue
+ * drops straight to 256 bytes, then maxmsg is halved down to 2, before
+ * giving up with that errno; ENOSPC (queues_max) is reported as such.
  *
  * Framing inside a queue (msgsize = that queue's mq_msgsize):
  *   length < msgsize   one whole message, no header (0 bytes is valid)
- *   length == msgsize  u32 tag + u32 total, then payload:
+ *   length == msgsize  msgsize - 8 bytes of payload, then a trailer u32 tag
+ *                      + u32 total (the payload sits where it belongs, so a
+ *                      receive reassembles in place):
  *                      tag FIRST: first chunk of a message of total bytes
  *                      (msgsize <= total <= receiver's max_msg_size, else
  *                      EPROTO; checked before allocating); it is followed
  *                      by chunks of exactly min(msgsize, rest) raw bytes;
  *                      tag CLOSE: orderly end-of-stream.
- *   A message is delivered only once reassembled whole.
+ *   A message is delivered only once reassembled whole.  A blocking receive
+ *   into a buffer large enough reassembles straight into it (it can only
+ *   stop early on a connection error, which is sticky); otherwise into a
+ *   buffer of exactly total bytes.
  *
  * Liveness.  The unix socket stays open for the life of the connection.
  * An orderly close writes a CLOSE marker into the queue (if it has room)
  * and one byte 'C' on the socket, then closes; EOF without 'C' means the
  * peer died.  The closing side also fills its receive queue with CLOSE
  * markers, so a peer still sending finds the queue full and looks at the
- * socket.  Blocking calls sleep in mq_timedsend/mq_timedreceive on the
- * blocking descriptors in slices of IPC_MQ_SLICE_MS (50 ms) and check the
- * socket between slices: a dead peer is detected by a blocked call within
- * 50 ms (plus scheduling), and any call checks the socket if it has not
- * done so for 1 ms.  The fast path is one plain blocking mq_timedsend /
- * mq_timedreceive and a vDSO clock read.  Receive delivers everything
- * queued before reporting EPIPE (closed) or ECONNRESET (died).
+ * socket.  Blocking and timed calls sleep in mq_timedsend/mq_timedreceive
+ * on the blocking descriptors, in slices of IPC_MQ_SLICE_MS (50 ms), and
+ * check the socket after each slice: a dead or closed peer is detected by
+ * a blocked call within 50 ms (plus scheduling).  The end of the current
+ * slice is cached per direction on both clocks (struct slice), so the fast
+ * path of a blocking or timed send/receive is exactly one mq_timedsend /
+ * mq_timedreceive, with no clock read and no socket check; the cache is
+ * renewed only when a wait runs into it.  Besides, a send checks the
+ * socket every CHECK_EVERY (256) calls, at once once the peer is known
+ * gone, and a non-blocking call checks it when it would have to wait.
+ * Receive delivers everything queued before reporting EPIPE (closed) or
+ * ECONNRESET (died).
  *
- * Capacity.  The kernel queue holds what the limits allow; a send that
- * finds it full holds the message in user space (records of u32 length +
- * chunk) while held + len + 4 <= capacity, as the stream transports do;
- * held data is flushed first by later sends, while a receive waits, by
- * conn_ready, flush and close (per linger).
+ * Capacity.  The kernel queue holds what the limits allow.  A blocking or
+ * timed send waits in the kernel while the queue is full (like a stream
+ * socket whose buffer is full: nothing is held in user space; a timed send
+ * whose deadline passes after its first chunk went out holds the rest, as
+ * ipc_send documents).  A non-blocking send that finds the queue full
+ * holds the message in user space (records of u32 length + chunk) while
+ * held + len + 4 <= capacity; held data goes out first: a flusher thread
+ * (started on the first hold) moves it into the queue whatever the
+ * application does next; later sends queue behind it, and flush and close
+ * (per linger) wait for it.  So writable readiness (IPC_POLLOUT) means a
+ * non-blocking send of a small message would be accepted.
+ *
+ * Batches: send_batch waits for the first message as a send, then passes
+ * single-chunk messages with non-blocking mq_send while the queue takes
+ * them (nothing held); recv_batch waits for the first message, then takes
+ * what is queued (non-blocking, no socket check).
  *
  * Readiness descriptor: an epoll fd holding the receive queue (EPOLLIN,
  * while IN is asked), the socket (EOF/'C'/hello) and the send queue
@@ -89,18 +118,29 @@
 
 #define IPC_MQ_SLICE_MS 50
 #define SLICE_NS ((int64_t)IPC_MQ_SLICE_MS * 1000000)
-#define CHECK_NS ((int64_t)1000000)
-#define MQ_VERSION 1
+#define CHECK_EVERY 256 /* sends between two socket checks while flowing */
+#define MQ_VERSION 2
 #define HELLO_LEN 16
 #define TAG_FIRST 0x4649514du /* "MQIF" */
 #define TAG_CLOSE 0x4c43514du /* "MQCL" */
 #define MIN_MSGSIZE 256
-#define MAX_MSGSIZE_DEFAULT 1024 /* keeps RLIMIT_MSGQUEUE (800 KiB/user) enough for many connections */
+/* Message size by how many connections this process already made (and
+ * still has): the first BIG_CONNS get the kernel's msgsize_max, the next
+ * ones up to MID_MSGSIZE, later ones MIN_MSGSIZE. */
+#define BIG_CONNS 2
+#define MID_CONNS 6
+#define MID_MSGSIZE 1024
 #define MAX_PENDING 64
 #define MQUEUE_MAGIC_FS 0x19800202
 #define SMALL_MSG 64
 
 enum { P_OPEN, P_CLOSED, P_DEAD, P_REFUSED };
+
+/* End of a wait slice on both clocks (see slice_end). */
+struct slice {
+	struct timespec rt; /* CLOCK_REALTIME, for mq_timed* */
+	int64_t mono;       /* the same instant on CLOCK_MONOTONIC */
+};
 
 struct mq_conn {
 	struct ipc_conn base;
@@ -109,6 +149,7 @@ struct mq_conn {
 	size_t s_msgsize, r_msgsize;
 	long s_maxmsg;
 	int is_client;
+	int counted; /* counted in live_conns */
 	struct ipc_cred cred;
 
 	pthread_mutex_t kmu; /* socket state, epoll registration */
@@ -116,6 +157,7 @@ struct mq_conn {
 	size_t hgot;
 	int hello_done, closing, pstate, perr;
 	atomic_size_t peer_max;
+	atomic_int gone; /* pstate != P_OPEN (read without kmu) */
 	unsigned ev_rq, ev_sq;
 
 	pthread_mutex_t smu; /* send side */
@@ -123,7 +165,8 @@ struct mq_conn {
 	unsigned char *hb; /* held records */
 	size_t hcap, hoff, hlen;
 	atomic_size_t hpend;
-	int64_t s_check;
+	unsigned s_cnt; /* sends since the last socket check */
+	struct slice s_sl; /* end of the current wait slice */
 	pthread_cond_t room_cv; /* held data shrank (monotonic clock) */
 	pthread_cond_t fl_cv;   /* work for the flusher */
 	pthread_t fl_th;
@@ -140,7 +183,10 @@ struct mq_conn {
 	size_t atotal, ahave;
 	int asm_on;
 	int first_kept; /* rbuf holds a FIRST chunk whose buffer failed */
-	int64_t r_check;
+	int a_user;     /* abuf is the caller's buffer (blocking recv) */
+	unsigned char *r_ubuf; /* caller's buffer for this call, or NULL */
+	size_t r_ulen;
+	struct slice r_sl; /* end of the current wait slice */
 	int rerr;
 };
 
@@ -188,6 +234,34 @@ static int64_t slice_for(int64_t deadline)
 	if (left <= 0)
 		return 0;
 	return left < SLICE_NS ? left : SLICE_NS;
+}
+
+/* The CLOCK_REALTIME end of one kernel wait toward deadline; returns 0
+ * if the deadline has passed (one last try), else > 0.  With a cache, the
+ * end of the current slice is reused without reading any clock as long as
+ * it comes before the deadline (an expired one makes a wait that has to
+ * block return at once); a wait that runs into it renews it (slice_renew),
+ * so a blocked call looks at the socket every IPC_MQ_SLICE_MS, and the
+ * fast path costs no clock read. */
+static int64_t slice_end(int64_t deadline, const struct slice *cache, struct timespec *ts)
+{
+	if (cache && cache->mono <= deadline) {
+		*ts = cache->rt;
+		return SLICE_NS;
+	}
+	int64_t w = slice_for(deadline);
+	rt_now(ts);
+	ts_add(ts, w);
+	return w;
+}
+
+static void slice_renew(struct slice *cache)
+{
+	if (cache) {
+		rt_now(&cache->rt);
+		ts_add(&cache->rt, SLICE_NS);
+		cache->mono = ipc__now() + SLICE_NS;
+	}
 }
 
 static long read_proc_long(const char *path, long fallback)
@@ -335,6 +409,8 @@ static int peer_check(struct mq_conn *c)
 		break;
 	}
 	int st = c->pstate;
+	if (st != P_OPEN)
+		atomic_store(&c->gone, 1);
 	pthread_mutex_unlock(&c->kmu);
 	return st;
 }
@@ -365,24 +441,23 @@ static int tx_peer(struct mq_conn *c)
 }
 
 /* Blocking send of one chunk by deadline, in slices with peer checks.
- * Touches no send-side state. */
-static int q_send(struct mq_conn *c, const void *buf, size_t n, int64_t deadline, atomic_int *stop)
+ * Touches no send-side state but *cache (NULL for the flusher). */
+static int q_send(struct mq_conn *c, const void *buf, size_t n, int64_t deadline, atomic_int *stop,
+		  struct slice *cache)
 {
 	for (;;) {
-		int64_t w = slice_for(deadline);
-		if (w == 0) {
-			errno = ETIMEDOUT;
-			return -1;
-		}
+		/* a passed deadline still takes room that is there (w == 0) */
 		struct timespec ts;
-		rt_now(&ts);
-		ts_add(&ts, w);
+		int64_t w = slice_end(deadline, cache, &ts);
 		if (mq_timedsend(c->sq, buf, n, 0, &ts) == 0)
 			return 0;
 		if (errno == EINTR)
 			continue;
 		if (errno != ETIMEDOUT)
 			return -1;
+		if (w == 0)
+			return -1;
+		slice_renew(cache);
 		if (peer_check(c) != P_OPEN) {
 			errno = peer_err(c, 1);
 			return -1;
@@ -423,7 +498,7 @@ static void *flusher(void *arg)
 		uint32_t n = get32(c->hb + c->hoff);
 		memcpy(c->fl_buf, c->hb + c->hoff + 4, n);
 		pthread_mutex_unlock(&c->smu);
-		int r = q_send(c, c->fl_buf, n, IPC__FOREVER, &c->fl_stop);
+		int r = q_send(c, c->fl_buf, n, IPC__FOREVER, &c->fl_stop, NULL);
 		int e = errno;
 		pthread_mutex_lock(&c->smu);
 		if (r == 0) {
@@ -580,33 +655,41 @@ static const void *tx_first(struct mq_conn *c, struct cursor *k, size_t total, s
 		*rest = 0;
 		return cur_take(k, total, c->sbuf);
 	}
-	put32(c->sbuf, TAG_FIRST);
-	put32(c->sbuf + 4, (uint32_t)total);
-	cur_copy(k, c->sbuf + 8, ms - 8);
+	cur_copy(k, c->sbuf, ms - 8);
+	put32(c->sbuf + ms - 8, TAG_FIRST);
+	put32(c->sbuf + ms - 4, (uint32_t)total);
 	*t = ms;
 	*rest = total - (ms - 8);
 	return c->sbuf;
 }
 
+/* Is the peer still there?  Checked for free when a call has to wait,
+ * and every CHECK_EVERY sends otherwise (a send into a queue with room
+ * costs exactly one mq_timedsend). */
+static int tx_alive(struct mq_conn *c)
+{
+	if (atomic_load_explicit(&c->gone, memory_order_relaxed) || ++c->s_cnt >= CHECK_EVERY) {
+		c->s_cnt = 0;
+		return tx_peer(c);
+	}
+	return 0;
+}
+
 static int tx_msg(struct mq_conn *c, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
 {
-	size_t ms = c->s_msgsize, cap = c->base.opt.capacity, t, rest;
+	size_t ms = c->s_msgsize, t, rest;
 	struct cursor k = {iov, iovcnt, 0};
 	const void *src;
 	if (c->serr) {
 		errno = c->serr;
 		return -1;
 	}
-	if (total > atomic_load(&c->peer_max) || (deadline == IPC__NOW && total + 4 > cap)) {
+	if (total > atomic_load(&c->peer_max) || (deadline == IPC__NOW && total + 4 > c->base.opt.capacity)) {
 		errno = EMSGSIZE;
 		return -1;
 	}
-	int64_t now = ipc__now();
-	if (now - c->s_check >= CHECK_NS || now < c->s_check) {
-		c->s_check = now;
-		if (tx_peer(c) < 0)
-			return -1;
-	}
+	if (tx_alive(c) < 0)
+		return -1;
 	if (c->hoff < c->hlen) { /* order: behind what is held */
 		if (tx_wait_room(c, total + 4, deadline) < 0)
 			return -1;
@@ -616,37 +699,37 @@ static int tx_msg(struct mq_conn *c, const struct iovec *iov, int iovcnt, size_t
 		}
 	}
 	src = tx_first(c, &k, total, &t, &rest);
-	if (rest && deadline == IPC__FOREVER && total + 4 <= cap) {
-		/* several chunks that fit the capacity: all into the queue now,
-		 * or all held (a blocking send never leaves a started tail) */
-		struct mq_attr a;
-		size_t nch = 1 + (rest + ms - 1) / ms;
-		if (mq_getattr(c->sq_nb, &a) == 0 && a.mq_curmsgs + (long)nch > a.mq_maxmsg)
-			return tx_hold(c, src, t, &k, rest);
-	}
-	int started = 0;
-	for (;;) {
-		if (mq_send(c->sq_nb, src, t, 0) < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return tx_fail(c, errno == EBADF ? EPIPE : errno);
-			if (tx_peer(c) < 0)
-				return -1;
-			/* hold what fits the capacity; a blocking send never leaves
-			 * the tail of a started message behind (exit after send) */
-			if (deadline == IPC__NOW || (t + rest + 4 <= cap && (!started || deadline != IPC__FOREVER)))
-				return tx_hold(c, src, t, &k, rest);
-			/* more than the capacity left: wait in the kernel */
-			if (q_send(c, src, t, deadline, NULL) < 0) {
-				if (errno == ETIMEDOUT && started)
-					return tx_hold(c, src, t, &k, rest);
-				if (errno == ETIMEDOUT)
+	if (deadline == IPC__NOW) {
+		/* without waiting: what the queue does not take is held (the
+		 * whole message fits the capacity, checked above) */
+		for (;;) {
+			if (mq_send(c->sq_nb, src, t, 0) < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != EAGAIN)
+					return tx_fail(c, errno == EBADF ? EPIPE : errno);
+				if (tx_peer(c) < 0)
 					return -1;
-				return tx_fail(c, errno == EBADF ? EPIPE : errno);
+				return tx_hold(c, src, t, &k, rest);
 			}
+			if (rest == 0)
+				return 0;
+			t = rest < ms ? rest : ms;
+			rest -= t;
+			src = cur_take(&k, t, c->sbuf);
 		}
-		started = 1;
+	}
+	/* blocking or timed: wait in the kernel (one mq_timedsend per chunk
+	 * when there is room); a timed send whose deadline passes after the
+	 * first chunk went out holds the rest, as ipc_send documents */
+	for (int started = 0;; started = 1) {
+		if (q_send(c, src, t, deadline, NULL, &c->s_sl) < 0) {
+			if (errno == ETIMEDOUT && started)
+				return tx_hold(c, src, t, &k, rest);
+			if (errno == ETIMEDOUT)
+				return -1;
+			return tx_fail(c, errno == EBADF ? EPIPE : errno);
+		}
 		if (rest == 0)
 			return 0;
 		t = rest < ms ? rest : ms;
@@ -662,6 +745,36 @@ static int mq_send_slot(struct ipc_conn *cc, const struct iovec *iov, int iovcnt
 	int r = tx_msg(c, iov, iovcnt, total, deadline);
 	pthread_mutex_unlock(&c->smu);
 	return r;
+}
+
+/* The first message as a send; then single-chunk messages only while the
+ * queue takes them at once (nothing is held for a batch). */
+static ssize_t mq_send_batch_slot(struct ipc_conn *cc, const struct iovec *msgs, size_t n, int64_t deadline)
+{
+	struct mq_conn *c = C(cc);
+	size_t i = 1;
+	pthread_mutex_lock(&c->smu);
+	if (tx_msg(c, &msgs[0], 1, msgs[0].iov_len, deadline) < 0) {
+		pthread_mutex_unlock(&c->smu);
+		return -1;
+	}
+	for (; i < n; i++) {
+		if (msgs[i].iov_len >= c->s_msgsize || msgs[i].iov_len > atomic_load(&c->peer_max) ||
+		    c->hoff < c->hlen || c->serr)
+			break;
+		if (atomic_load_explicit(&c->gone, memory_order_relaxed) || ++c->s_cnt >= CHECK_EVERY) {
+			c->s_cnt = 0;
+			if (peer_check(c) != P_OPEN)
+				break; /* the next call reports it */
+		}
+		int r;
+		while ((r = mq_send(c->sq_nb, msgs[i].iov_base, msgs[i].iov_len, 0)) < 0 && errno == EINTR)
+			;
+		if (r < 0)
+			break; /* EAGAIN: done; anything else shows on the next call */
+	}
+	pthread_mutex_unlock(&c->smu);
+	return (ssize_t)i;
 }
 
 static int mq_flush_slot(struct ipc_conn *cc, int64_t deadline)
@@ -691,8 +804,10 @@ static ssize_t rx_gone(struct mq_conn *c, void *buf, size_t cap)
 	return rx_fail(c, peer_err(c, 0));
 }
 
-/* Receive one mq message into buf (cap >= r_msgsize) by deadline. */
-static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadline)
+/* Receive one mq message into buf (cap >= r_msgsize) by deadline.  The
+ * socket is looked at only when the call would wait: at EAGAIN (unless
+ * quiet: a batch's later messages) and after each slice spent waiting. */
+static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadline, int quiet)
 {
 	for (;;) {
 		ssize_t n;
@@ -704,26 +819,14 @@ static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadli
 				continue;
 			if (errno != EAGAIN)
 				return rx_fail(c, errno);
-			if (peer_check(c) != P_OPEN)
+			if (!quiet && peer_check(c) != P_OPEN)
 				return rx_gone(c, buf, cap);
 			errno = EAGAIN;
 			return -1;
 		}
-		int64_t w = slice_for(deadline);
-		if (w == 0) {
-			if (peer_check(c) != P_OPEN)
-				return rx_gone(c, buf, cap);
-			errno = ETIMEDOUT;
-			return -1;
-		}
+		/* a passed deadline still takes what is there (w == 0) */
 		struct timespec ts;
-		int64_t now = rt_now(&ts);
-		if (now - c->r_check >= CHECK_NS || now < c->r_check) {
-			c->r_check = now;
-			if (peer_check(c) != P_OPEN)
-				return rx_gone(c, buf, cap);
-		}
-		ts_add(&ts, w);
+		int64_t w = slice_end(deadline, &c->r_sl, &ts);
 		n = mq_timedreceive(c->rq, buf, cap, NULL, &ts);
 		if (n >= 0)
 			return n;
@@ -731,9 +834,13 @@ static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadli
 			continue;
 		if (errno != ETIMEDOUT)
 			return rx_fail(c, errno);
-		c->r_check = now + w;
+		slice_renew(&c->r_sl);
 		if (peer_check(c) != P_OPEN)
 			return rx_gone(c, buf, cap);
+		if (w == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
 	}
 }
 
@@ -755,21 +862,28 @@ static int rx_take(struct mq_conn *c, const unsigned char *src, size_t n)
 	}
 	if (n < ms)
 		return 1;
-	uint32_t tag = get32(src), total = get32(src + 4);
+	uint32_t tag = get32(src + ms - 8), total = get32(src + ms - 4);
 	if (tag == TAG_CLOSE)
 		return rx_fail(c, EPIPE);
 	if (tag != TAG_FIRST || total < ms || total > c->base.opt.max_msg_size)
 		return rx_fail(c, EPROTO);
-	c->abuf = malloc(total);
-	if (!c->abuf) { /* keep the chunk: a later call retries */
-		if (src != c->rbuf)
-			memcpy(c->rbuf, src, n);
-		c->first_kept = 1;
-		errno = ENOMEM;
-		return -1;
+	if (c->r_ubuf && total <= c->r_ulen) { /* reassemble in place */
+		c->abuf = c->r_ubuf;
+		c->a_user = 1;
+		if (src != c->abuf) /* else already in place */
+			memcpy(c->abuf, src, ms - 8);
+	} else {
+		c->abuf = malloc(total);
+		if (!c->abuf) { /* keep the chunk: a later call retries */
+			if (src != c->rbuf)
+				memcpy(c->rbuf, src, n);
+			c->first_kept = 1;
+			errno = ENOMEM;
+			return -1;
+		}
+		memcpy(c->abuf, src, ms - 8);
 	}
 	c->first_kept = 0;
-	memcpy(c->abuf, src + 8, ms - 8);
 	c->atotal = total;
 	c->ahave = ms - 8;
 	c->asm_on = 1;
@@ -777,7 +891,7 @@ static int rx_take(struct mq_conn *c, const unsigned char *src, size_t n)
 }
 
 /* Pull messages until one is complete (or error / would block). */
-static int rx_fill(struct mq_conn *c, int64_t deadline)
+static int rx_fill(struct mq_conn *c, int64_t deadline, int quiet)
 {
 	if (c->first_kept && rx_take(c, c->rbuf, c->r_msgsize) < 0)
 		return -1;
@@ -785,7 +899,7 @@ static int rx_fill(struct mq_conn *c, int64_t deadline)
 		unsigned char *dst = c->rbuf;
 		if (c->asm_on && c->atotal - c->ahave >= c->r_msgsize)
 			dst = c->abuf + c->ahave;
-		ssize_t n = rx_chunk(c, dst, c->r_msgsize, deadline);
+		ssize_t n = rx_chunk(c, dst, c->r_msgsize, deadline, quiet);
 		if (n < 0)
 			return -1;
 		int r = rx_take(c, dst, (size_t)n);
@@ -797,6 +911,15 @@ static int rx_fill(struct mq_conn *c, int64_t deadline)
 		}
 	}
 	return 0;
+}
+
+static void asm_reset(struct mq_conn *c)
+{
+	if (!c->a_user)
+		free(c->abuf);
+	c->abuf = NULL;
+	c->asm_on = c->a_user = 0;
+	c->atotal = c->ahave = 0;
 }
 
 static ssize_t rx_deliver(struct mq_conn *c, void *buf, size_t len, void **allocp)
@@ -819,51 +942,86 @@ static ssize_t rx_deliver(struct mq_conn *c, void *buf, size_t len, void **alloc
 		return (ssize_t)n;
 	}
 	size_t n = c->atotal;
-	if (allocp) {
+	if (c->a_user) {
+		c->abuf = NULL; /* already in buf */
+		c->a_user = 0;
+	} else if (allocp) {
 		*allocp = c->abuf;
+		c->abuf = NULL;
 	} else if (n > len) {
 		errno = EMSGSIZE;
 		return -1;
 	} else {
 		memcpy(buf, c->abuf, n);
-		free(c->abuf);
 	}
-	c->abuf = NULL;
-	c->asm_on = 0;
-	c->atotal = c->ahave = 0;
+	asm_reset(c);
 	return (ssize_t)n;
 }
 
-static ssize_t rx_msg(struct mq_conn *c, void *buf, size_t len, void **allocp, int64_t deadline)
+static ssize_t rx_msg(struct mq_conn *c, void *buf, size_t len, void **allocp, int64_t deadline, int quiet)
 {
+	ssize_t r = -1;
 	if (!c->pend && !c->asm_on && !c->first_kept) {
 		if (c->rerr) {
 			errno = c->rerr;
 			return -1;
 		}
+		/* a blocking receive into the caller's buffer reassembles in
+		 * place: it only stops early on a connection error */
+		if (!allocp && deadline == IPC__FOREVER) {
+			c->r_ubuf = buf;
+			c->r_ulen = len;
+		}
 		if (!allocp && len >= c->r_msgsize) { /* fast path: straight in */
-			ssize_t n = rx_chunk(c, buf, len, deadline);
+			ssize_t n = rx_chunk(c, buf, len, deadline, quiet);
 			if (n < 0)
-				return -1;
-			int r = rx_take(c, buf, (size_t)n);
-			if (r < 0)
-				return -1;
-			if (r == 1)
+				goto out;
+			int t = rx_take(c, buf, (size_t)n);
+			if (t < 0)
+				goto out;
+			if (t == 1) {
+				c->r_ubuf = NULL;
 				return n;
+			}
 		}
 	}
-	if (rx_fill(c, deadline) < 0)
-		return -1;
-	return rx_deliver(c, buf, len, allocp);
+	if (rx_fill(c, deadline, quiet) == 0)
+		r = rx_deliver(c, buf, len, allocp);
+out:
+	c->r_ubuf = NULL;
+	if (r < 0 && c->a_user) { /* only after a sticky error */
+		int e = errno;
+		asm_reset(c);
+		if (!c->rerr)
+			c->rerr = e;
+		errno = e;
+	}
+	return r;
 }
 
 static ssize_t mq_recv_slot(struct ipc_conn *cc, void *buf, size_t len, void **allocp, int64_t deadline)
 {
 	struct mq_conn *c = C(cc);
 	pthread_mutex_lock(&c->rmu);
-	ssize_t r = rx_msg(c, buf, len, allocp, deadline);
+	ssize_t r = rx_msg(c, buf, len, allocp, deadline, 0);
 	pthread_mutex_unlock(&c->rmu);
 	return r;
+}
+
+/* The first message as a receive; then only what is already queued. */
+static ssize_t mq_recv_batch_slot(struct ipc_conn *cc, struct iovec *msgs, size_t n, int64_t deadline)
+{
+	struct mq_conn *c = C(cc);
+	size_t i = 0;
+	pthread_mutex_lock(&c->rmu);
+	for (; i < n; i++) {
+		ssize_t r = rx_msg(c, msgs[i].iov_base, msgs[i].iov_len, NULL, i ? IPC__NOW : deadline, i > 0);
+		if (r < 0)
+			break; /* after the first: the error shows on the next call */
+		msgs[i].iov_len = (size_t)r;
+	}
+	pthread_mutex_unlock(&c->rmu);
+	return i ? (ssize_t)i : -1;
 }
 
 /* ---- readiness -------------------------------------------------------- */
@@ -891,7 +1049,7 @@ static int mq_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 		if (pthread_mutex_trylock(&c->rmu) == 0) {
 			if (c->rerr || c->pend || (c->asm_on && c->ahave == c->atotal))
 				r |= IPC_POLLIN;
-			else if (rx_fill(c, IPC__NOW) == 0 || errno != EAGAIN)
+			else if (rx_fill(c, IPC__NOW, 0) == 0 || errno != EAGAIN)
 				r |= IPC_POLLIN;
 			if (c->rerr && c->rerr != EPIPE)
 				r |= c->rerr == ECONNRESET ? IPC_POLLHUP : IPC_POLLERR;
@@ -937,8 +1095,14 @@ static int mq_peer_cred(const struct ipc_conn *cc, struct ipc_cred *cred)
 
 /* ---- connection life -------------------------------------------------- */
 
+/* Live connections whose queues this process made: a sizing hint only
+ * (RLIMIT_MSGQUEUE is one budget for every queue of the user). */
+static atomic_int live_conns;
+
 static void conn_free(struct mq_conn *c)
 {
+	if (c->counted)
+		atomic_fetch_sub(&live_conns, 1);
 	ipc__close_fd(c->sock);
 	ipc__close_fd(c->efd);
 	mqd_t q[4] = {c->sq, c->sq_nb, c->rq, c->rq_nb};
@@ -1048,7 +1212,7 @@ static int mq_close_slot(struct ipc_conn *cc, int64_t linger)
 	}
 	if (clean && peer_check(c) == P_OPEN) {
 		memset(c->sbuf, 0, c->s_msgsize);
-		put32(c->sbuf, TAG_CLOSE);
+		put32(c->sbuf + c->s_msgsize - 8, TAG_CLOSE);
 		while (mq_send(c->sq_nb, (char *)c->sbuf, c->s_msgsize, 0) < 0 && errno == EINTR)
 			;
 		while (send(c->sock, "C", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR)
@@ -1060,7 +1224,7 @@ static int mq_close_slot(struct ipc_conn *cc, int64_t linger)
 	for (int i = 0; i < 4096 && mq_receive(c->rq_nb, (char *)c->rbuf, c->r_msgsize, NULL) >= 0; i++)
 		;
 	memset(c->rbuf, 0, c->r_msgsize);
-	put32(c->rbuf, TAG_CLOSE);
+	put32(c->rbuf + c->r_msgsize - 8, TAG_CLOSE);
 	for (int i = 0; i < 4096 && mq_send(c->rq_nb, (char *)c->rbuf, c->r_msgsize, 0) == 0; i++)
 		;
 	conn_free(c);
@@ -1097,7 +1261,7 @@ static int make_queue(long maxmsg, long msgsize, unsigned mode, mqd_t *blk, mqd_
 }
 
 /* The two queues of a connection, attributes within the kernel limits. */
-static int make_queues(const struct ipc_options *o, int fds[4])
+static int make_queues(const struct ipc_options *o, int fds[4], int nlive)
 {
 	long msg_max = read_proc_long("/proc/sys/fs/mqueue/msg_max", 10);
 	long size_max = read_proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
@@ -1106,10 +1270,12 @@ static int make_queues(const struct ipc_options *o, int fds[4])
 	msgsize = (msgsize + 7) & ~7L;
 	if (msgsize < MIN_MSGSIZE)
 		msgsize = MIN_MSGSIZE;
-	if (msgsize > MAX_MSGSIZE_DEFAULT)
-		msgsize = MAX_MSGSIZE_DEFAULT;
 	if (msgsize > size_max)
 		msgsize = size_max;
+	if (nlive >= MID_CONNS)
+		msgsize = MIN_MSGSIZE;
+	else if (nlive >= BIG_CONNS && msgsize > MID_MSGSIZE)
+		msgsize = MID_MSGSIZE;
 	if (msgsize < 64) {
 		errno = EINVAL;
 		return -1;
@@ -1126,13 +1292,14 @@ static int make_queues(const struct ipc_options *o, int fds[4])
 		}
 		if (errno == EEXIST)
 			continue;
-		if (errno == EMFILE && msgsize > MIN_MSGSIZE) { /* RLIMIT_MSGQUEUE */
-			msgsize /= 2;
-			if (msgsize < MIN_MSGSIZE)
-				msgsize = MIN_MSGSIZE;
+		/* RLIMIT_MSGQUEUE (EMFILE) is a budget shared by every queue of
+		 * the user: once it runs short, drop straight to the smallest
+		 * queues, so that what is left serves many connections */
+		if ((errno == EMFILE || errno == ENOMEM) && msgsize > MIN_MSGSIZE) {
+			msgsize = MIN_MSGSIZE;
 			continue;
 		}
-		if (errno == EMFILE && maxmsg > 2) {
+		if ((errno == EMFILE || errno == ENOMEM) && maxmsg > 2) {
 			maxmsg /= 2;
 			continue;
 		}
@@ -1156,7 +1323,7 @@ static int make_queues(const struct ipc_options *o, int fds[4])
 static struct ipc_conn *mq_connect(const char *name, const struct ipc_options *o, int64_t deadline)
 {
 	struct sockaddr_un sa;
-	int fds[4] = {-1, -1, -1, -1};
+	int fds[4] = {-1, -1, -1, -1}, counted = 0;
 	if (check_name(name) < 0)
 		return NULL;
 	socklen_t sl = rendezvous_addr(name, &sa);
@@ -1183,7 +1350,9 @@ static struct ipc_conn *mq_connect(const char *name, const struct ipc_options *o
 	}
 	struct timeval zero = {0, 0};
 	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
-	if (ipc__set_nonblock(s, 1) < 0 || make_queues(o, fds) < 0)
+	int nlive = atomic_fetch_add(&live_conns, 1);
+	counted = 1;
+	if (ipc__set_nonblock(s, 1) < 0 || make_queues(o, fds, nlive) < 0)
 		goto fail;
 
 	unsigned char h[HELLO_LEN];
@@ -1209,8 +1378,15 @@ static struct ipc_conn *mq_connect(const char *name, const struct ipc_options *o
 		goto fail;
 	}
 	struct mq_conn *c = conn_new(s, fds, 1);
-	return c ? &c->base : NULL;
+	if (!c) {
+		atomic_fetch_sub(&live_conns, 1);
+		return NULL;
+	}
+	c->counted = 1;
+	return &c->base;
 fail:
+	if (counted)
+		atomic_fetch_sub(&live_conns, 1);
 	ipc__close_fd(s);
 	for (int i = 0; i < 4; i++)
 		if (fds[i] >= 0) {
@@ -1467,6 +1643,8 @@ const struct ipc__transport ipc__mq_transport = {
 	.connect = mq_connect,
 	.send = mq_send_slot,
 	.recv = mq_recv_slot,
+	.send_batch = mq_send_batch_slot,
+	.recv_batch = mq_recv_batch_slot,
 	.flush = mq_flush_slot,
 	.conn_fd = mq_conn_fd,
 	.conn_ready = mq_conn_ready,

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <mqueue.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,22 @@ TEST(mq_names_validated)
 	ipc_listener_close(l);
 }
 
+struct big_send {
+	ipc_conn *c;
+	ssize_t r;
+};
+
+static void *big_send_fn(void *arg)
+{
+	struct big_send *b = arg;
+	static char big[100000];
+	t_fill(big, sizeof big, 1);
+	/* more than the kernel queue holds: a blocking send waits for the
+	 * reader (it holds nothing in user space) */
+	b->r = ipc_send(b->c, big, sizeof big, 0);
+	return NULL;
+}
+
 TEST(mq_no_leftovers_after_close)
 {
 	need_mqdir();
@@ -96,12 +113,14 @@ TEST(mq_no_leftovers_after_close)
 	ipc_conn *s, *c;
 	t_pair("mq", NULL, &s, &c);
 	CHECK(our_queues() == before); /* names never outlive connect */
-	char big[100000];
-	t_fill(big, sizeof big, 1);
-	CHECK(ipc_send(c, big, sizeof big, 0) == (ssize_t)sizeof big);
+	struct big_send b = {c, -1};
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, big_send_fn, &b) == 0);
 	void *p;
-	CHECK(ipc_recv_alloc(s, &p, 0) == (ssize_t)sizeof big && t_verify(p, sizeof big, 1));
+	CHECK(ipc_recv_alloc(s, &p, 0) == 100000 && t_verify(p, 100000, 1));
 	free(p);
+	CHECK(pthread_join(th, NULL) == 0);
+	CHECK(b.r == 100000);
 	CHECK(ipc_close(c) == 0);
 	CHECK(ipc_close(s) == 0);
 	CHECK(our_queues() == before);
