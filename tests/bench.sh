@@ -46,5 +46,7 @@ for s in $SCHEMES; do
 	for n in 1 10 100; do
 		"$B/ipc-scale" "$(addr "$s")" --conns $n --count $((20000 / n))
 	done
-	"$B/ipc-scale" "$(addr "$s")" --idle 1000
+	# mq: 1,000 connections need 2,000 queues, above the kernel's
+	# queues_max (256 per namespace): the line says how many were made
+	"$B/ipc-scale" "$(addr "$s")" --idle 1000 || true
 done
