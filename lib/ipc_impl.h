@@ -211,6 +211,24 @@ int ipc__split_hostport(const char *name, char *host, size_t hostcap, unsigned *
  */
 struct ipc_conn *ipc__stream_new(int fd, const struct ipc_options *o, int cred_ok);
 
+/* The slots every transport over one listening stream socket shares: a
+ * transport fills .scheme, .listen and .connect and adds these. */
+#define IPC__STREAM_SLOTS                                   \
+	.accept = ipc__sock_accept,                         \
+	.listener_addr = ipc__sock_listener_addr,           \
+	.listener_fd = ipc__sock_listener_fd,               \
+	.listener_ready = ipc__sock_listener_ready,         \
+	.listener_close = ipc__sock_listener_close,         \
+	.send = ipc__stream_send,                           \
+	.recv = ipc__stream_recv,                           \
+	.send_batch = ipc__stream_send_batch,               \
+	.recv_batch = ipc__stream_recv_batch,               \
+	.flush = ipc__stream_flush,                         \
+	.conn_fd = ipc__stream_conn_fd,                     \
+	.conn_ready = ipc__stream_conn_ready,               \
+	.peer_cred = ipc__stream_peer_cred,                 \
+	.close = ipc__stream_close
+
 /* Connection slots shared by every stream transport (unix, tcp). */
 int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, size_t total,
 		     int64_t deadline);

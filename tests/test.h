@@ -119,6 +119,9 @@ int t_verify(const void *buf, size_t len, uint64_t seq);
 /* Current resident set size of this process in KiB. */
 long t_rss_kib(void);
 
+/* A "Vm...: N kB" field of /proc/self/status (VmHWM, VmPeak...), or -1. */
+long t_status_kib(const char *field);
+
 /* Milliseconds on CLOCK_MONOTONIC. */
 int64_t t_now_ms(void);
 

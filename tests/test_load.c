@@ -35,20 +35,6 @@ struct load_shared {
 	volatile int refused_errno;
 };
 
-static long hwm_kib(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	if (!f)
-		return -1;
-	char line[256];
-	long v = -1;
-	while (fgets(line, sizeof line, f))
-		if (sscanf(line, "VmHWM: %ld kB", &v) == 1)
-			break;
-	fclose(f);
-	return v;
-}
-
 static void load_client(const char *bound, int first, int count, long msgs, struct load_shared *sh)
 {
 	struct ipc_options o;
@@ -224,7 +210,7 @@ CTEST(load_concurrent)
 	       "%.2f s: %.0f messages/s, %.1f MB/s; peak RSS server %ld KiB, client %ld KiB\n",
 	       scheme, accepted, sh->refused ? " (rest refused: mq queue limit)" : "", msgs, total,
 	       (double)dt / 1000, (double)total * 1000 / (double)(dt ? dt : 1),
-	       bytes / 1e6 * 1000 / (double)(dt ? dt : 1), hwm_kib(), ru.ru_maxrss);
+	       bytes / 1e6 * 1000 / (double)(dt ? dt : 1), t_status_kib("VmHWM"), ru.ru_maxrss);
 	free(sc);
 	free(items);
 	free(map);

@@ -111,18 +111,24 @@ int t_verify(const void *buf, size_t len, uint64_t seq)
 	return 1;
 }
 
-long t_rss_kib(void)
+long t_status_kib(const char *field)
 {
 	FILE *f = fopen("/proc/self/status", "r");
 	if (!f)
 		return -1;
-	char line[256];
+	char line[256], fmt[64];
 	long v = -1;
+	snprintf(fmt, sizeof fmt, "%s: %%ld kB", field);
 	while (fgets(line, sizeof line, f))
-		if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+		if (sscanf(line, fmt, &v) == 1)
 			break;
 	fclose(f);
 	return v;
+}
+
+long t_rss_kib(void)
+{
+	return t_status_kib("VmRSS");
 }
 
 int64_t t_now_ms(void)
@@ -157,16 +163,7 @@ int t_sh(const char *fmt, ...)
 
 long t_vmpeak_kib(void)
 {
-	FILE *f = fopen("/proc/self/status", "r");
-	if (!f)
-		return -1;
-	char line[256];
-	long v = -1;
-	while (fgets(line, sizeof line, f))
-		if (sscanf(line, "VmPeak: %ld kB", &v) == 1)
-			break;
-	fclose(f);
-	return v;
+	return t_status_kib("VmPeak");
 }
 
 int t_wait(pid_t pid)
