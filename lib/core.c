@@ -105,6 +105,15 @@ static int64_t call_deadline(int nonblock, int timeout_ms, int flags)
 	return ipc__deadline(timeout_ms);
 }
 
+/* The deadline of a send or receive on c; unanchored for a transport
+ * that asked for it (ipc_impl.h, IPC__LAZY). */
+static int64_t conn_deadline(const ipc_conn *c, int timeout_ms, int flags)
+{
+	if (c->tp->lazy_deadline && timeout_ms > 0 && !(flags & IPC_DONTWAIT) && !c->opt.nonblock)
+		return IPC__LAZY | timeout_ms;
+	return call_deadline(c->opt.nonblock, timeout_ms, flags);
+}
+
 static int check_flags(int flags)
 {
 	if (flags & ~IPC_DONTWAIT) {
@@ -179,7 +188,7 @@ ssize_t ipc_sendv(ipc_conn *c, const struct iovec *iov, int iovcnt, int flags)
 	}
 	if (iov_total(iov, iovcnt, c->opt.max_msg_size, &total) < 0)
 		return -1;
-	int64_t dl = call_deadline(c->opt.nonblock, c->opt.send_timeout_ms, flags);
+	int64_t dl = conn_deadline(c, c->opt.send_timeout_ms, flags);
 	if (c->tp->send(c, iov, iovcnt, total, dl) < 0)
 		return -1;
 	return (ssize_t)total;
@@ -197,7 +206,7 @@ static ssize_t recv_common(ipc_conn *c, void *buf, size_t len, void **allocp, in
 		errno = EINVAL;
 		return -1;
 	}
-	int64_t dl = call_deadline(c->opt.nonblock, c->opt.recv_timeout_ms, flags);
+	int64_t dl = conn_deadline(c, c->opt.recv_timeout_ms, flags);
 	return c->tp->recv(c, buf, len, allocp, dl);
 }
 
@@ -232,7 +241,7 @@ ssize_t ipc_send_batch(ipc_conn *c, const struct iovec *msgs, size_t n, int flag
 			return -1;
 		}
 	}
-	int64_t dl = call_deadline(c->opt.nonblock, c->opt.send_timeout_ms, flags);
+	int64_t dl = conn_deadline(c, c->opt.send_timeout_ms, flags);
 	if (c->tp->send_batch)
 		return c->tp->send_batch(c, msgs, n, dl);
 	size_t i = 0;
@@ -258,7 +267,7 @@ ssize_t ipc_recv_batch(ipc_conn *c, struct iovec *msgs, size_t n, int flags)
 			return -1;
 		}
 	}
-	int64_t dl = call_deadline(c->opt.nonblock, c->opt.recv_timeout_ms, flags);
+	int64_t dl = conn_deadline(c, c->opt.recv_timeout_ms, flags);
 	if (c->tp->recv_batch)
 		return c->tp->recv_batch(c, msgs, n, dl);
 	size_t i = 0;
@@ -282,7 +291,7 @@ int ipc_flush(ipc_conn *c, int flags)
 	}
 	if (!c->tp->flush)
 		return 0;
-	return c->tp->flush(c, call_deadline(c->opt.nonblock, c->opt.send_timeout_ms, flags));
+	return c->tp->flush(c, conn_deadline(c, c->opt.send_timeout_ms, flags));
 }
 
 int ipc_conn_set_timeouts(ipc_conn *c, int send_timeout_ms, int recv_timeout_ms)

@@ -28,6 +28,13 @@ int64_t ipc__deadline(int timeout_ms)
 	return ipc__now() + (int64_t)timeout_ms * 1000000;
 }
 
+int64_t ipc__anchor(int64_t deadline)
+{
+	if (deadline == IPC__FOREVER || !(deadline & IPC__LAZY))
+		return deadline;
+	return ipc__now() + (deadline & ~IPC__LAZY) * 1000000;
+}
+
 int ipc__remaining_ms(int64_t deadline)
 {
 	if (deadline == IPC__FOREVER)

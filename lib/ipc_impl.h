@@ -41,6 +41,19 @@
 #define IPC__NOW ((int64_t)0)
 #define IPC__FOREVER INT64_MAX
 
+/*
+ * Reading the clock on every call costs a fast-path transport (shm) a
+ * good share of its time, though most calls never wait.  A transport that
+ * sets .lazy_deadline gets timed deadlines from its send/recv slots (and
+ * their batch forms) unanchored: IPC__LAZY | timeout_ms, "that long from
+ * the first time it is needed".  It must pass any deadline through
+ * ipc__anchor() (once per call, before it first waits or compares it with
+ * the clock); an anchored deadline, IPC__NOW and IPC__FOREVER pass through
+ * unchanged.  No other slot and no other transport ever sees IPC__LAZY.
+ */
+#define IPC__LAZY ((int64_t)1 << 62)
+int64_t ipc__anchor(int64_t deadline);
+
 /* Fields the core keeps for every handle; transports embed it first. */
 struct ipc_conn {
 	const struct ipc__transport *tp; /* set by the core after creation */
@@ -62,6 +75,10 @@ struct ipc_listener {
 struct ipc__transport {
 	/* Scheme without the colon: "unix", "tcp", ... */
 	const char *scheme;
+
+	/* Nonzero: send/recv/send_batch/recv_batch/flush take IPC__LAZY
+	 * deadlines (see above). */
+	int lazy_deadline;
 
 	/* Bind and listen on name (the address after "scheme:", non-empty,
 	 * at most IPC_ADDR_MAX bytes).  Returns a listener whose opt the core
