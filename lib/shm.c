@@ -80,12 +80,15 @@
  * barrier, and the side about to sleep (or to arm a poller flag) calls
  * membarrier() after arming its flag; else both sides use seq_cst.  A
  * waiter first spins (SHM_SPIN polls of the index with a pause
- * instruction), then sets its flag, fences, re-checks, and sleeps in poll() on
- * its end of the ring's wake socketpair
+ * instruction), then drains old wake-up bytes, sets its flag, fences,
+ * re-checks, and sleeps in poll() on its end of the ring's wake socketpair
  * (one byte per wake-up, sent only while the flag is set) and on the
- * rendezvous socket.  Sleeping in poll() rather than on a futex means the
- * peer's death (POLLHUP, the kernel closes its ends) wakes a blocked call
- * at once: the bound for dead-peer detection of a blocked call is the
+ * rendezvous socket.  Draining comes first because a waker takes the flag
+ * (exchange to 0) some time after reading it: a late waker may take the
+ * flag of the NEXT sleep, and its byte is then what ends that sleep.
+ * Sleeping in poll() rather than on a futex means the peer's death
+ * (POLLHUP, the kernel closes its ends) wakes a blocked call at once: the
+ * bound for dead-peer detection of a blocked call is the
  * kernel's socket teardown, i.e. immediate, not a polling slice; an idle
  * blocked call makes no wake-ups at all.  Each wake socket end is read by
  * one role only (the receive path waits on the rx one, the send path on
@@ -495,6 +498,11 @@ static void conn_fail(struct shm_conn *c, int e)
 	wake_all(c);
 }
 
+/* Test hook (ipc__shm_test_sleep_hook): called by a sleeper right after
+ * arming its flag.  NULL outside tests. */
+static void (*sleep_hook)(ipc_conn *c, void *arg);
+static void *sleep_hook_arg;
+
 /*
  * Sleep until the peer publishes (a byte on our end of the ring's wake
  * socketpair, sent only while our waiting flag is set), the peer goes away
@@ -511,9 +519,15 @@ static int shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *)
 	}
 	_Atomic uint32_t *flag = rx ? &c->rxc->cons_waiting : &c->txc->prod_waiting;
 	int wfd = rx ? c->wfd_rx : c->wfd_tx;
+	/* Drain BEFORE arming: a waker that read our flag during an earlier
+	 * sleep may exchange it to 0 only now, after we armed it again; its
+	 * byte must then still be there to end this poll, or the next
+	 * publication sees no flag and we sleep to the deadline. */
+	wake_drain(wfd);
 	atomic_fetch_or(flag, SHM_W_SLEEP);
 	int fenced = sleep_fence(c) == 0;
-	wake_drain(wfd);
+	if (sleep_hook)
+		sleep_hook(&c->base, sleep_hook_arg);
 	if (!ready(c) && !peer_done(c)) {
 		struct pollfd p[2] = {{.fd = wfd, .events = POLLIN}, {.fd = c->sock, .events = POLLRDHUP}};
 		int ms = ipc__remaining_ms(deadline);
@@ -722,8 +736,8 @@ static int rx_park(struct shm_conn *c, const void *ubuf)
 		return 0;
 	c->part_buf = malloc(c->part_len ? c->part_len : 1);
 	if (!c->part_buf) {
-		conn_fail(c, ENOMEM);
-		return -1;
+		conn_fail(c, ENOMEM); /* its wake-ups may change errno */
+		return fail_errno(ENOMEM);
 	}
 	if (c->part_got)
 		memcpy(c->part_buf, ubuf, c->part_got);
@@ -1784,6 +1798,33 @@ void *ipc__shm_test_ptr(ipc_conn *cc, int what, size_t *ringsize)
 	case 7: return (void *)c->peer_state;
 	default: return NULL;
 	}
+}
+
+/*
+ * For tests only: fn(c, arg) runs in every sleeping call right after it
+ * armed its waiting flag (NULL: none).  Set before any thread sleeps.
+ */
+void ipc__shm_test_sleep_hook(void (*fn)(ipc_conn *c, void *arg), void *arg);
+void ipc__shm_test_sleep_hook(void (*fn)(ipc_conn *c, void *arg), void *arg)
+{
+	sleep_hook_arg = arg;
+	sleep_hook = fn;
+}
+
+/*
+ * For tests only: what a publication does when it finds the other side's
+ * waiting flag armed (take the flag, send the wake-up), now, whatever the
+ * flag.  rx 0: as our send path wakes the peer's receiver; 1: as our
+ * receive path wakes the peer's sender.
+ */
+void ipc__shm_test_wake(ipc_conn *cc, int rx);
+void ipc__shm_test_wake(ipc_conn *cc, int rx)
+{
+	struct shm_conn *c = (struct shm_conn *)cc;
+	if (rx)
+		wake_peer(c, &c->rxc->prod_waiting, c->wfd_rx);
+	else
+		wake_peer(c, &c->txc->cons_waiting, c->wfd_tx);
 }
 
 const struct ipc__transport ipc__shm_transport = {

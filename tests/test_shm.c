@@ -734,3 +734,138 @@ TEST(shm_wakeups)
 	}
 	CHECK(ipc_close(c) == 0 && ipc_close(s) == 0);
 }
+
+/*
+ * A late waker must not cost a wake-up.  A publication reads the other
+ * side's waiting flag and only then takes it (exchange to 0) and sends the
+ * wake-up byte; preempted in between, it may take the flag the sleeper has
+ * meanwhile armed for its NEXT sleep.  The sleeper used to drain its wake
+ * socket after arming, eating that byte, and then slept with no flag set:
+ * the next publication woke nobody.  With a 1 MiB message streaming
+ * through a small ring both sides then slept until their deadlines
+ * (ipc-bench thr shm: "ipc_recv: Connection timed out" on the server).
+ * The hook plays the late waker right after the sleeper armed its flag;
+ * the other side publishes only once the sleeper sleeps (50 ms later).
+ * The call must end well before its 10 s deadline (a generous "does not
+ * hang" bound: it needs about 50 ms).
+ */
+void ipc__shm_test_sleep_hook(void (*fn)(ipc_conn *c, void *arg), void *arg);
+void ipc__shm_test_wake(ipc_conn *c, int rx);
+
+struct late_arg {
+	ipc_conn *sleeper, *waker;
+	int rx;            /* the sleeper waits to receive (1) or for room (0) */
+	_Atomic int fired;
+	size_t len;        /* message size */
+	size_t pre;        /* !rx: size of a message queued first, or 0 */
+	ssize_t r;         /* the other thread's result */
+	int err;
+};
+
+static void late_waker(ipc_conn *c, void *p)
+{
+	struct late_arg *a = p;
+	if (c != a->sleeper || atomic_exchange(&a->fired, 1))
+		return;
+	/* as the peer's publication does: its send path wakes a receiver,
+	 * its receive path a sender */
+	ipc__shm_test_wake(a->waker, a->rx ? 0 : 1);
+}
+
+static void wait_fired(struct late_arg *a)
+{
+	for (int i = 0; i < 10000 && !atomic_load(&a->fired); i++)
+		usleep(1000);
+	CHECK(atomic_load(&a->fired));
+	usleep(50000); /* the sleeper is in poll() by now */
+}
+
+/* The waker: sends (when the receiver sleeps) or receives (when the
+ * sender sleeps) once the hook has fired. */
+static void *late_peer(void *p)
+{
+	struct late_arg *a = p;
+	unsigned char *b = malloc(a->len);
+	if (!b) {
+		a->r = -1;
+		a->err = ENOMEM;
+		return NULL;
+	}
+	wait_fired(a);
+	if (a->rx) {
+		t_fill(b, a->len, 3);
+		a->r = ipc_send(a->waker, b, a->len, 0);
+	} else {
+		if (a->pre && ipc_recv(a->waker, b, a->len, 0) != (ssize_t)a->pre) {
+			a->r = -3;
+			a->err = errno;
+			free(b);
+			return NULL;
+		}
+		a->r = ipc_recv(a->waker, b, a->len, 0);
+		if (a->r == (ssize_t)a->len && !t_verify(b, a->len, 3))
+			a->r = -2;
+	}
+	a->err = errno;
+	free(b);
+	return NULL;
+}
+
+static void late_waker_run(int rx, size_t len, size_t pre)
+{
+	struct ipc_options o;
+	opts_cap(&o, 4096);
+	o.max_msg_size = len + 64;
+	o.send_timeout_ms = 10000;
+	o.recv_timeout_ms = 10000;
+	ipc_conn *s, *c;
+	t_pair("shm", &o, &s, &c);
+	unsigned char *b = malloc(len);
+	CHECK(b != NULL);
+	/* rx: s sleeps in recv, c sends; else c sleeps in send, s receives */
+	struct late_arg a = {.sleeper = rx ? s : c, .waker = rx ? c : s, .rx = rx, .len = len, .pre = pre};
+	if (pre) { /* the message then has to wait for room */
+		t_fill(b, pre, 1);
+		CHECK(ipc_send(c, b, pre, IPC_DONTWAIT) == (ssize_t)pre);
+	}
+	ipc__shm_test_sleep_hook(late_waker, &a);
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, late_peer, &a) == 0);
+	ssize_t r;
+	int64_t t0 = t_now_ms();
+	if (rx) {
+		r = ipc_recv(s, b, len, 0);
+		CHECKF(r == (ssize_t)len, "recv: %zd (%s)", r, strerror(errno));
+		CHECK(t_verify(b, len, 3));
+	} else {
+		t_fill(b, len, 3);
+		r = ipc_send(c, b, len, 0);
+		CHECKF(r == (ssize_t)len, "send: %zd (%s)", r, strerror(errno));
+	}
+	/* a lost wake-up sleeps to the deadline (then a small message still
+	 * goes through: the data is there) */
+	int64_t took = t_now_ms() - t0;
+	CHECKF(took < 5000, "the sleeper slept %lld ms", (long long)took);
+	pthread_join(th, NULL);
+	ipc__shm_test_sleep_hook(NULL, NULL);
+	CHECKF(a.r == (ssize_t)len, "%s: %zd (%s)", rx ? "send" : "recv", a.r, strerror(a.err));
+	/* nothing held back: a late waker cost no wake-up, the data went */
+	CHECK(ipc_flush(c, 0) == 0);
+	CHECK(ipc_close(c) == 0 && ipc_close(s) == 0);
+	free(b);
+}
+
+TEST(shm_late_waker_recv)
+{
+	late_waker_run(1, 100, 0);
+}
+
+TEST(shm_late_waker_send)
+{
+	late_waker_run(0, 4000, 200); /* does not fit beside the first */
+}
+
+TEST(shm_late_waker_stream)
+{
+	late_waker_run(0, (size_t)1 << 20, 0); /* 1 MiB through 4 KiB */
+}
