@@ -761,6 +761,7 @@ static ssize_t shm_recv(struct ipc_conn *cc, void *buf, size_t len, void **alloc
 			errno = e;
 			return -1;
 		}
+		deadline = ipc__anchor(deadline); /* from the first wait on */
 		if (deadline == IPC__NOW) {
 			sock_check(c, 1);
 			if (peer_done(c))
@@ -1044,6 +1045,7 @@ static int shm_send(struct ipc_conn *cc, const struct iovec *iov, int iovcnt, si
 		tx_publish(c);
 		return 0;
 	}
+	deadline = ipc__anchor(deadline); /* the slow path may wait */
 	if (total + 4 > c->tx_cap && deadline == IPC__NOW)
 		return fail_errno(EMSGSIZE);
 	if (tx_begin(c, deadline) < 0)
@@ -1085,7 +1087,7 @@ static int shm_flush(struct ipc_conn *cc, int64_t deadline)
 		return 0;
 	if (c->tx_err)
 		return fail_errno(c->tx_err);
-	return tx_push_held(c, deadline);
+	return tx_push_held(c, ipc__anchor(deadline));
 }
 
 /* ---- readiness, credentials, close ------------------------------------- */
@@ -1829,6 +1831,7 @@ void ipc__shm_test_wake(ipc_conn *cc, int rx)
 
 const struct ipc__transport ipc__shm_transport = {
 	.scheme = "shm",
+	.lazy_deadline = 1, /* the fast paths never read the clock */
 	.listen = shm_listen,
 	.accept = shm_accept,
 	.listener_addr = shm_listener_addr,
