@@ -64,8 +64,8 @@ extern "C" {
 /* Largest max_msg_size that may be configured: 4 GiB - 1 (wire limit). */
 #define IPC_MAX_MSG_LIMIT ((size_t)0xffffffffu)
 
-/* Default per-direction capacity of a connection: 256 KiB. */
-#define IPC_DEFAULT_CAPACITY ((size_t)256 << 10)
+/* Default per-direction capacity of a connection: 1 MiB. */
+#define IPC_DEFAULT_CAPACITY ((size_t)1 << 20)
 
 /* Default bound on connect + handshake: 10 seconds. */
 #define IPC_DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -100,7 +100,7 @@ struct ipc_options {
 	size_t max_msg_size;    /* largest message either way (default 64 MiB,
 	                           1 .. IPC_MAX_MSG_LIMIT) */
 	size_t capacity;        /* per-direction buffering bound, bytes
-	                           (default 256 KiB, at least 4096) */
+	                           (default 1 MiB, at least 4096) */
 	unsigned mode;          /* permission bits of created objects (socket
 	                           file, shm, mq); default 0600 */
 };
