@@ -20,29 +20,11 @@
 
 /* ---- local helpers --------------------------------------------------- */
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 static struct ipc_options defopts(void)
 {
 	struct ipc_options o;
 	ipc_options_init(&o);
 	return o;
-}
-
-/* Accept one connection, waiting up to 10 s through ipc_poll. */
-static ipc_conn *accept_wait(ipc_listener *l)
-{
-	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
-	CHECK(ipc_poll(&it, 1, 10000) == 1);
-	CHECK(it.revents & IPC_POLLIN);
-	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
-	CHECK(c != NULL);
-	return c;
 }
 
 /* Fork a child that connects to addr, runs fn, closes and exits 0. */
@@ -215,7 +197,7 @@ CTEST(addr_listener_reports_bound)
 
 	ipc_conn *c = ipc_connect(bound, NULL);
 	CHECKF(c != NULL, "connect to reported address %s", bound);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	CHECK(!strcmp(ipc_conn_scheme(c), scheme) && !strcmp(ipc_conn_scheme(s), scheme));
 	send_str(c, "hello");
 	recv_expect(s, "hello", 5);
@@ -245,7 +227,7 @@ CTEST(addr_in_use_not_stolen)
 	CHECK_FAILS(ipc_listen(bound, NULL), EADDRINUSE);
 	ipc_conn *c = ipc_connect(bound, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	send_str(c, "still mine");
 	recv_expect(s, "still mine", 10);
 	ipc_close(c);
@@ -274,7 +256,7 @@ CTEST(connect_nobody_listens)
 	CHECKF(l != NULL, "re-listen on %s after close", bound);
 	ipc_conn *c = ipc_connect(bound, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	ipc_close(c);
 	ipc_close(s);
 	ipc_listener_close(l);
@@ -297,7 +279,7 @@ CTEST(many_clients)
 		CHECKF(cli[i] != NULL, "client %d", i);
 	}
 	for (int i = 0; i < N; i++) {
-		srv[i] = accept_wait(l);
+		srv[i] = t_accept(l);
 		id_of[i] = -1;
 	}
 	for (int i = 0; i < N; i++) {
@@ -503,7 +485,7 @@ CTEST(msg_64mib_from_child)
 	char bound[IPC_ADDR_MAX + 1];
 	ipc_listener *l = t_listen(scheme, NULL, bound);
 	pid_t pid = fork_client(bound, NULL, send_64mib, NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	void *p = NULL;
 	ssize_t r = ipc_recv_alloc(s, &p, 0);
 	CHECKF(r == (ssize_t)IPC_DEFAULT_MAX_MSG, "got %zd", r);
@@ -696,7 +678,7 @@ CTEST(msg_peer_over_receiver_limit)
 	ipc_listener *l = t_listen(scheme, &o, bound);
 	static size_t huge = (size_t)60 << 20;
 	pid_t pid = fork_client(bound, NULL, send_huge_then_small, &huge);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	CHECK(ipc_conn_set_timeouts(s, -1, 20000) == 0);
 	long rss0 = t_rss_kib(), peak0 = t_vmpeak_kib();
 	void *p = NULL;
@@ -838,7 +820,7 @@ struct late_reader {
 static void late_reader_fn(ipc_conn *c, void *arg)
 {
 	struct late_reader *lr = arg;
-	sleep_ms(300);
+	t_sleep_ms(300);
 	int64_t t = t_now_ms();
 	CHECK(write(lr->pipefd, &t, sizeof t) == sizeof t);
 	struct flow f = {.c = c, .n = lr->n, .minsz = lr->sz, .maxsz = lr->sz, .seq0 = 11};
@@ -857,7 +839,7 @@ CTEST(blocking_send_waits_for_reader)
 	struct late_reader lr = {.pipefd = pfd[1], .n = 256, .sz = 64 << 10}; /* 16 MiB */
 	pid_t pid = fork_client(bound, NULL, late_reader_fn, &lr);
 	close(pfd[1]);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	struct flow f = {.c = s, .n = lr.n, .minsz = lr.sz, .maxsz = lr.sz, .seq0 = 11};
 	flow_send(&f);
 	int64_t done = t_now_ms(), started;
@@ -982,7 +964,7 @@ static void *pester_fn(void *arg)
 	struct pester *p = arg;
 	while (!p->stop) {
 		pthread_kill(p->target, SIGUSR1);
-		sleep_ms(3);
+		t_sleep_ms(3);
 	}
 	return NULL;
 }
@@ -996,7 +978,7 @@ struct delayed {
 static void *delayed_fn(void *arg)
 {
 	struct delayed *d = arg;
-	sleep_ms(d->ms);
+	t_sleep_ms(d->ms);
 	if (!d->drain) {
 		CHECK(ipc_send(d->c, "wake", 4, 0) == 4);
 		return NULL;
@@ -1018,7 +1000,7 @@ struct dconn {
 static void *dconn_fn(void *arg)
 {
 	struct dconn *d = arg;
-	sleep_ms(d->ms);
+	t_sleep_ms(d->ms);
 	d->c = ipc_connect(d->addr, NULL);
 	return NULL;
 }
@@ -1159,7 +1141,7 @@ CTEST(batch_send_recv)
 	 * without further calls on the sending handle */
 	for (int ms = 0; !br.done; ms += 10) {
 		CHECKF(ms < 15000, "messages accepted by blocking ipc_send_batch never arrived while the sender idled");
-		sleep_ms(10);
+		t_sleep_ms(10);
 	}
 	CHECK(pthread_join(th, NULL) == 0);
 
@@ -1230,8 +1212,8 @@ CTEST(close_delivers_queued_from_child)
 	ipc_listener *l = t_listen(scheme, NULL, bound);
 	struct flow f = {.n = 2000, .minsz = 1000, .maxsz = 1100, .seq0 = 77};
 	pid_t pid = fork_client(bound, NULL, send_many_then_close, &f);
-	ipc_conn *s = accept_wait(l);
-	sleep_ms(200);
+	ipc_conn *s = t_accept(l);
+	t_sleep_ms(200);
 	f.c = s;
 	flow_recv(&f);
 	char b[8];
@@ -1264,11 +1246,11 @@ CTEST(peer_killed_mid_message)
 	CHECK(pipe(pfd) == 0);
 	pid_t pid = fork_client(bound, NULL, send_64mib_block, &pfd[1]);
 	close(pfd[1]);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	char ch;
 	CHECK(read(pfd[0], &ch, 1) == 1);
 	close(pfd[0]);
-	sleep_ms(300); /* let part of the message flow and the sender block */
+	t_sleep_ms(300); /* let part of the message flow and the sender block */
 	CHECK(kill(pid, SIGKILL) == 0);
 	int st = t_wait(pid);
 	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
@@ -1306,7 +1288,7 @@ struct killer {
 static void *killer_fn(void *arg)
 {
 	struct killer *k = arg;
-	sleep_ms(k->ms);
+	t_sleep_ms(k->ms);
 	kill(k->pid, SIGKILL);
 	return NULL;
 }
@@ -1322,7 +1304,7 @@ CTEST(peer_killed_while_blocked)
 	CHECK(pipe(pfd) == 0);
 	pid_t pid = fork_client(bound, NULL, idle_peer, &pfd[1]);
 	close(pfd[1]);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	char ch;
 	CHECK(read(pfd[0], &ch, 1) == 1);
 	close(pfd[0]);
@@ -1515,7 +1497,7 @@ CTEST(ipc_poll_many)
 	for (int i = 0; i < N; i++) {
 		c[i] = ipc_connect(bound, NULL);
 		CHECK(c[i] != NULL);
-		s[i] = accept_wait(l);
+		s[i] = t_accept(l);
 	}
 	struct ipc_pollitem it[N + 1];
 	memset(it, 0, sizeof it);
@@ -1556,7 +1538,7 @@ CTEST(ipc_poll_many)
 		CHECK(ipc_poll(it, N + 1, 10000) >= 1);
 		if ((it[0].revents & IPC_POLLIN) && (it[2].revents & IPC_POLLIN))
 			break;
-		sleep_ms(10);
+		t_sleep_ms(10);
 	}
 	CHECK((it[0].revents & IPC_POLLIN) && (it[2].revents & IPC_POLLIN));
 	CHECK(it[1].revents == IPC_POLLOUT);
@@ -1627,7 +1609,7 @@ CTEST(descriptors_cloexec)
 	CHECK(lfd >= 0 && (fcntl(lfd, F_GETFD) & FD_CLOEXEC));
 	ipc_conn *c = ipc_connect(bound, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	send_str(c, "x");
 	recv_expect(s, "x", 1);
 	send_str(s, "y");
@@ -1651,7 +1633,7 @@ CTEST(two_independent_users)
 	CHECK(strcmp(ba, bb) != 0);
 	ipc_conn *ca = ipc_connect(ba, NULL), *cb = ipc_connect(bb, NULL);
 	CHECK(ca && cb);
-	ipc_conn *sa = accept_wait(la), *sb = accept_wait(lb);
+	ipc_conn *sa = t_accept(la), *sb = t_accept(lb);
 	for (int i = 0; i < 500; i++) {
 		char m[16];
 		int n = snprintf(m, sizeof m, "A%d", i);
@@ -1675,7 +1657,7 @@ CTEST(two_independent_users)
 	recv_expect(sb, "still", 5);
 	ipc_conn *cb2 = ipc_connect(bb, NULL);
 	CHECK(cb2 != NULL);
-	ipc_conn *sb2 = accept_wait(lb);
+	ipc_conn *sb2 = t_accept(lb);
 	send_str(sb2, "new");
 	recv_expect(cb2, "new", 3);
 	ipc_close(cb);
@@ -1702,7 +1684,7 @@ CTEST(resources_released)
 		CHECK(c != NULL);
 		ipc_conn *c2 = ipc_connect(bound, NULL); /* never accepted */
 		CHECK(c2 != NULL);
-		ipc_conn *s = accept_wait(l);
+		ipc_conn *s = t_accept(l);
 		send_str(c, "x");
 		recv_expect(s, "x", 1);
 		CHECK_FAILS(ipc_listen(bound, NULL), EADDRINUSE);
@@ -1742,7 +1724,7 @@ static void hold_and_wait(const char *addr, int pfd, int with_conn)
 	if (with_conn) {
 		ipc_conn *c = ipc_connect(bound, NULL);
 		CHECK(c != NULL);
-		ipc_conn *s = accept_wait(l);
+		ipc_conn *s = t_accept(l);
 		send_str(c, "held");
 		send_str(s, "held");
 	}
@@ -1781,7 +1763,7 @@ CTEST(killed_process_leaves_nothing)
 		CHECKF(l != NULL, "listen on %s after its listener was killed", bound);
 		ipc_conn *c = ipc_connect(bound, NULL);
 		CHECK(c != NULL);
-		ipc_conn *s = accept_wait(l);
+		ipc_conn *s = t_accept(l);
 		ipc_close(c);
 		ipc_close(s);
 		ipc_listener_close(l);
@@ -1859,7 +1841,7 @@ CTEST(peer_credentials)
 	char bound[IPC_ADDR_MAX + 1];
 	ipc_listener *l = t_listen(scheme, NULL, bound);
 	pid_t pid = fork_client(bound, NULL, report_pid, NULL);
-	s = accept_wait(l);
+	s = t_accept(l);
 	CHECK(ipc_conn_peer_cred(s, &cr) == 0);
 	CHECKF(cr.pid == pid && cr.uid == getuid() && cr.gid == getgid(), "cred pid %d (child %d)", (int)cr.pid,
 	       (int)pid);

@@ -106,6 +106,13 @@ ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char 
  * opts for the listener and the client).  The listener is closed. */
 void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, ipc_conn **cli);
 
+/* Sleep ms milliseconds (EINTR resumed). */
+void t_sleep_ms(int ms);
+
+/* Accept one connection on l, waiting up to 10 s through ipc_poll
+ * (works for non-blocking listeners too); CHECKs success. */
+ipc_conn *t_accept(ipc_listener *l);
+
 /* Number of open descriptors of this process. */
 int t_fd_count(void);
 

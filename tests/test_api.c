@@ -20,22 +20,6 @@
 #include "ipc_impl.h" /* only for the scheme table (mixed-backend test) */
 #include "test.h"
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static ipc_conn *accept_wait(ipc_listener *l)
-{
-	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
-	CHECK(ipc_poll(&it, 1, 10000) == 1);
-	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
-	CHECK(c != NULL);
-	return c;
-}
-
 static void roundtrip(ipc_conn *a, ipc_conn *b, const char *msg)
 {
 	size_t n = strlen(msg);
@@ -192,9 +176,9 @@ TEST(wire_garbage_client_isolated)
 		ipc_listener *l = t_listen(stream_schemes[s], NULL, bound);
 		ipc_conn *good = ipc_connect(bound, NULL);
 		CHECK(good != NULL);
-		ipc_conn *sg = accept_wait(l);
+		ipc_conn *sg = t_accept(l);
 		int fd = raw_connect(bound);
-		ipc_conn *sb = accept_wait(l);
+		ipc_conn *sb = t_accept(l);
 		raw_write(fd, "GET / HTTP/1.0\r\n\r\n", 18);
 		CHECK(ipc_conn_set_timeouts(sb, -1, 5000) == 0);
 		char b[64];
@@ -234,14 +218,14 @@ TEST(wire_format_exact)
 		memcpy(in + 12, "hello", 5);
 		be32(in + 17, 0);
 		raw_write(fd, in, 14); /* hello, header, "he" */
-		sleep_ms(50);
+		t_sleep_ms(50);
 		char b[16];
 		CHECK_FAILS(ipc_recv(c, b, sizeof b, IPC_DONTWAIT), EAGAIN);
 		short ev;
 		CHECK(ipc_conn_ready(c, IPC_POLLIN, &ev) == 0);
 		for (size_t i = 14; i < sizeof in; i++) {
 			raw_write(fd, in + i, 1);
-			sleep_ms(2);
+			t_sleep_ms(2);
 		}
 		CHECK(ipc_recv(c, b, sizeof b, 0) == 5 && !memcmp(b, "hello", 5));
 		CHECK(ipc_recv(c, b, sizeof b, 0) == 0);
@@ -325,7 +309,7 @@ TEST(wire_timeout_bounds_whole_call)
 			for (int i = 0; i < 100; i++) {
 				if (send(fd, "t", 1, MSG_NOSIGNAL) != 1)
 					_exit(0);
-				sleep_ms(50);
+				t_sleep_ms(50);
 			}
 			_exit(0);
 		}
@@ -398,7 +382,7 @@ TEST(wire_relay_unix_tcp)
 	CHECK(pthread_create(&th, NULL, relay_fn, &r) == 0);
 	ipc_conn *c = ipc_connect(taddr, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	roundtrip(c, s, "over tcp, then unix");
 	roundtrip(s, c, "and back");
 	pthread_t st;
@@ -457,7 +441,7 @@ TEST(api_null_arguments)
 	CHECK_FAILS(ipc_listener_addr(l, NULL, 10), EINVAL);
 	ipc_conn *c = ipc_connect(bound, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	CHECK_FAILS(ipc_send(c, NULL, 5, 0), EINVAL);
 	CHECK_FAILS(ipc_recv(s, NULL, 5, IPC_DONTWAIT), EINVAL);
 	CHECK_FAILS(ipc_recv_alloc(s, NULL, 0), EINVAL);
@@ -581,7 +565,7 @@ TEST(unix_path_too_long)
 	CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode));
 	ipc_conn *c = ipc_connect(addr, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	roundtrip(c, s, "long path");
 	ipc_close(c);
 	ipc_close(s);
@@ -608,7 +592,7 @@ TEST(unix_abstract)
 	CHECK_FAILS(ipc_listen(a, NULL), EADDRINUSE);
 	ipc_conn *c = ipc_connect(a, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	roundtrip(c, s, "abstract");
 	struct ipc_cred cr;
 	CHECK(ipc_conn_peer_cred(s, &cr) == 0 && cr.pid == getpid());
@@ -651,7 +635,7 @@ TEST(unix_stale_socket_reclaimed)
 	CHECKF(l != NULL, "stale socket file not reclaimed");
 	ipc_conn *c = ipc_connect(a, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	roundtrip(c, s, "reclaimed");
 	ipc_close(c);
 	ipc_close(s);
@@ -672,7 +656,7 @@ TEST(unix_live_listener_undisturbed)
 	CHECKF(ipc_listener_ready(l, IPC_POLLIN, &ev) == 0, "failed listens left connections in the live listener");
 	ipc_conn *c = ipc_connect(a, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	roundtrip(c, s, "real client");
 	ipc_close(c);
 	ipc_close(s);
@@ -766,7 +750,7 @@ TEST(tcp_ipv6_loopback)
 	CHECKF(!strncmp(bound, "tcp:[::1]:", 10) && atoi(bound + 10) > 0, "reported %s", bound);
 	ipc_conn *c = ipc_connect(bound, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	roundtrip(c, s, "v6");
 	ipc_close(c);
 	ipc_close(s);
@@ -784,14 +768,14 @@ TEST(tcp_host_name)
 	CHECKF(port > 0, "reported %s", bound);
 	ipc_conn *c = ipc_connect(bound, NULL);
 	CHECKF(c != NULL, "connect to reported %s", bound);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	roundtrip(c, s, "by number");
 	ipc_close(c);
 	ipc_close(s);
 	snprintf(a, sizeof a, "tcp:localhost:%d", port);
 	c = ipc_connect(a, NULL);
 	CHECKF(c != NULL, "connect to %s", a);
-	s = accept_wait(l);
+	s = t_accept(l);
 	roundtrip(c, s, "by name");
 	ipc_close(c);
 	ipc_close(s);
@@ -812,7 +796,7 @@ TEST(tcp_listen_all)
 		snprintf(a, sizeof a, "tcp:127.0.0.1:%d", port);
 		ipc_conn *c = ipc_connect(a, NULL);
 		CHECKF(c != NULL, "connect to %s (listener %s)", a, bound);
-		ipc_conn *s = accept_wait(l);
+		ipc_conn *s = t_accept(l);
 		roundtrip(c, s, "any");
 		ipc_close(c);
 		ipc_close(s);
@@ -851,7 +835,7 @@ TEST(tcp_connect_timeout)
 		CHECK(fill[nfill] >= 0);
 		connect(fill[nfill], (struct sockaddr *)&sa, sizeof sa);
 	}
-	sleep_ms(100);
+	t_sleep_ms(100);
 	struct ipc_options o;
 	ipc_options_init(&o);
 	o.connect_timeout_ms = 300;
@@ -886,7 +870,7 @@ TEST(poll_mixed_backends)
 		l[n] = t_listen((*tp)->scheme, NULL, bound[n]);
 		c[n] = ipc_connect(bound[n], NULL);
 		CHECK(c[n] != NULL);
-		s[n] = accept_wait(l[n]);
+		s[n] = t_accept(l[n]);
 		CHECK(!strcmp(ipc_conn_scheme(s[n]), (*tp)->scheme));
 	}
 	CHECK(n >= 2);

@@ -27,14 +27,6 @@ static int is_stream(const char *s)
 	return !strcmp(s, "unix") || !strcmp(s, "tcp");
 }
 
-
-static void msleep(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 static void put32(unsigned char *p, uint32_t v)
 {
 	p[0] = (unsigned char)(v >> 24);
@@ -383,7 +375,7 @@ STEST(hostile_byte_at_a_time)
 				_exit(1);
 			off += n;
 			if (off < 400 || off % 7000 == 0)
-				msleep(1);
+				t_sleep_ms(1);
 		}
 		raw_drain_hello(fd);
 		_exit(0);
@@ -588,7 +580,7 @@ CTEST(hostile_never_reads)
 			break;
 		CHECKF(r == 100 || errno == EAGAIN, "send after the peer closed");
 		CHECKF(t_now_ms() - t0 < 5000, "no EPIPE 5 s after the peer closed");
-		msleep(5);
+		t_sleep_ms(5);
 	}
 	ipc_close(s);
 	free(msg);

@@ -47,22 +47,6 @@ static int our_queues(void)
 	return n;
 }
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static ipc_conn *accept_wait(ipc_listener *l)
-{
-	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
-	CHECK(ipc_poll(&it, 1, 10000) == 1);
-	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
-	CHECK(c != NULL);
-	return c;
-}
-
 TEST(mq_names_validated)
 {
 	CHECK_FAILS(ipc_listen("mq:noslash", NULL), EINVAL);
@@ -81,7 +65,7 @@ TEST(mq_names_validated)
 	CHECK(ipc_listener_addr(l, back, sizeof back) == 259 && !strcmp(back, name));
 	ipc_conn *c = ipc_connect(name, NULL);
 	CHECK(c != NULL);
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	CHECK(ipc_send(c, "hi", 2, 0) == 2);
 	char b[4];
 	CHECK(ipc_recv(s, b, sizeof b, 0) == 2);
@@ -144,7 +128,7 @@ static void kill_mid_transfer(int kill_client)
 		if (kill_client) {
 			me = ipc_connect(bound, NULL);
 		} else {
-			me = accept_wait(l);
+			me = t_accept(l);
 		}
 		if (!me)
 			_exit(2);
@@ -156,14 +140,14 @@ static void kill_mid_transfer(int kill_client)
 	}
 	ipc_conn *peer;
 	if (kill_client)
-		peer = accept_wait(l);
+		peer = t_accept(l);
 	else
 		peer = ipc_connect(bound, NULL);
 	CHECK(peer != NULL);
 	char buf[8192];
 	for (int i = 0; i < 20; i++)
 		CHECK(ipc_recv(peer, buf, sizeof buf, 0) == 5000);
-	sleep_ms(100); /* let the child block in a full queue */
+	t_sleep_ms(100); /* let the child block in a full queue */
 	CHECK(kill(pid, SIGKILL) == 0);
 	CHECK(waitpid(pid, NULL, 0) == pid);
 	int64_t t0 = t_now_ms();
@@ -204,10 +188,10 @@ TEST(mq_dead_peer_blocked_recv_bound)
 		pause();
 		_exit(0);
 	}
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	char b[16];
 	CHECK(ipc_recv(s, b, sizeof b, 0) == 2);
-	sleep_ms(50);
+	t_sleep_ms(50);
 	CHECK(kill(pid, SIGKILL) == 0);
 	int64_t t0 = t_now_ms();
 	CHECK_FAILS(ipc_recv(s, b, sizeof b, 0), ECONNRESET);
@@ -311,7 +295,7 @@ TEST(mq_peer_credentials)
 		char b[4];
 		_exit(c && ipc_recv(c, b, sizeof b, 0) < 0 ? 0 : 1);
 	}
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	struct ipc_cred cr;
 	CHECK(ipc_conn_peer_cred(s, &cr) == 0);
 	CHECK(cr.pid == pid && cr.uid == getuid() && cr.gid == getgid());
@@ -347,7 +331,7 @@ TEST(mq_access_denied_other_uid)
 		CHECK(c == NULL);
 		if (waitpid(pid, &st, WNOHANG) == pid)
 			break;
-		sleep_ms(20);
+		t_sleep_ms(20);
 	}
 	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", WEXITSTATUS(st));
 	ipc_listener_close(l);
@@ -367,7 +351,7 @@ TEST(mq_access_denied_other_uid)
 		char b[4];
 		_exit(c && ipc_recv(c, b, sizeof b, 0) == 2 ? 0 : 3);
 	}
-	ipc_conn *s = accept_wait(l);
+	ipc_conn *s = t_accept(l);
 	CHECK(ipc_send(s, "ok", 2, 0) == 2);
 	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	ipc_close(s);

@@ -52,11 +52,7 @@ void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, 
 	ipc_listener *l = t_listen(scheme, opts, bound);
 	*cli = ipc_connect(bound, opts);
 	CHECKF(*cli != NULL, "ipc_connect(%s)", bound);
-	/* wait with ipc_poll so that non-blocking options work too */
-	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
-	CHECK(ipc_poll(&it, 1, 10000) == 1);
-	*srv = ipc_accept(l, IPC_DONTWAIT);
-	CHECKF(*srv != NULL, "ipc_accept on %s", bound);
+	*srv = t_accept(l); /* through ipc_poll: non-blocking options work too */
 	CHECK(ipc_listener_close(l) == 0);
 }
 
@@ -227,4 +223,21 @@ int t_fd_new_without_cloexec(const unsigned char before[T_MAXFD])
 			return fd;
 	}
 	return -1;
+}
+
+void t_sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+ipc_conn *t_accept(ipc_listener *l)
+{
+	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
+	CHECK(ipc_poll(&it, 1, 10000) == 1);
+	CHECK(it.revents & IPC_POLLIN);
+	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
+	CHECK(c != NULL);
+	return c;
 }
