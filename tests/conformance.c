@@ -27,6 +27,20 @@ static struct ipc_options defopts(void)
 	return o;
 }
 
+/* A new listener on bound (whose old one is gone, why says how) works:
+ * a client connects and is accepted. */
+static void relisten_works(const char *bound, const char *why)
+{
+	ipc_listener *l = ipc_listen(bound, NULL);
+	CHECKF(l != NULL, "listen on %s %s", bound, why);
+	ipc_conn *c = ipc_connect(bound, NULL);
+	CHECK(c != NULL);
+	ipc_conn *s = t_accept(l);
+	ipc_close(c);
+	ipc_close(s);
+	ipc_listener_close(l);
+}
+
 /* Fork a child that connects to addr, runs fn, closes and exits 0. */
 typedef void (*peer_fn)(ipc_conn *c, void *arg);
 static pid_t fork_client(const char *addr, const struct ipc_options *o, peer_fn fn, void *arg)
@@ -252,14 +266,7 @@ CTEST(connect_nobody_listens)
 		       c ? "succeeded" : strerror(e));
 		CHECKF(dt < 3000, "refusal took %lld ms, not at once", (long long)dt);
 	}
-	l = ipc_listen(bound, NULL);
-	CHECKF(l != NULL, "re-listen on %s after close", bound);
-	ipc_conn *c = ipc_connect(bound, NULL);
-	CHECK(c != NULL);
-	ipc_conn *s = t_accept(l);
-	ipc_close(c);
-	ipc_close(s);
-	ipc_listener_close(l);
+	relisten_works(bound, "after close");
 }
 
 /* ---- 2. Connections -------------------------------------------------- */
@@ -1759,14 +1766,7 @@ CTEST(killed_process_leaves_nothing)
 		CHECK(t_token_entries("/dev/mqueue") == 0);
 		if (with_conn)
 			continue;
-		ipc_listener *l = ipc_listen(bound, NULL);
-		CHECKF(l != NULL, "listen on %s after its listener was killed", bound);
-		ipc_conn *c = ipc_connect(bound, NULL);
-		CHECK(c != NULL);
-		ipc_conn *s = t_accept(l);
-		ipc_close(c);
-		ipc_close(s);
-		ipc_listener_close(l);
+		relisten_works(bound, "after its listener was killed");
 	}
 }
 
