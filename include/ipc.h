@@ -101,9 +101,24 @@ struct ipc_options {
 	                           1 .. IPC_MAX_MSG_LIMIT) */
 	size_t capacity;        /* per-direction buffering bound, bytes
 	                           (default 1 MiB, at least 4096) */
-	unsigned mode;          /* permission bits of created objects (socket
-	                           file, shm, mq); default 0600 */
+	unsigned mode;          /* who may connect to a listener (and the
+	                           permission bits of a socket file): a peer
+	                           may connect when the class that applies to
+	                           it (owner, group, other) has the write bit;
+	                           root always may.  Default 0600 (see ipc(7)) */
+	/* ---- since 0.2 ---- */
+	int peer_check;         /* connect on local transports: which listener
+	                           the client accepts, by its kernel uid:
+	                           IPC_PEER_SAME (default: our own euid or
+	                           root), IPC_PEER_UID (peer_uid or root),
+	                           IPC_PEER_ANY (no check).  EPERM otherwise */
+	uid_t peer_uid;         /* the uid for IPC_PEER_UID */
 };
+
+/* Values of ipc_options.peer_check. */
+#define IPC_PEER_SAME 0
+#define IPC_PEER_UID  1
+#define IPC_PEER_ANY  2
 
 /* Peer credentials, from the kernel (never from what the peer claims). */
 struct ipc_cred {

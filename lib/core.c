@@ -35,6 +35,8 @@ void ipc_options_init(struct ipc_options *o)
 	o->max_msg_size = IPC_DEFAULT_MAX_MSG;
 	o->capacity = IPC_DEFAULT_CAPACITY;
 	o->mode = 0600;
+	o->peer_check = IPC_PEER_SAME;
+	o->peer_uid = 0;
 }
 
 static int opts_resolve(const struct ipc_options *in, struct ipc_options *out)
@@ -45,7 +47,8 @@ static int opts_resolve(const struct ipc_options *in, struct ipc_options *out)
 		*out = *in;
 	if (out->connect_timeout_ms < -1 || out->send_timeout_ms < -1 || out->recv_timeout_ms < -1 ||
 	    out->linger_ms < -1 || out->max_msg_size == 0 || out->max_msg_size > IPC_MAX_MSG_LIMIT ||
-	    out->capacity < 4096 || out->capacity > ((size_t)1 << 30) || (out->mode & ~0777u)) {
+	    out->capacity < 4096 || out->capacity > ((size_t)1 << 30) || (out->mode & ~0777u) ||
+	    out->peer_check < IPC_PEER_SAME || out->peer_check > IPC_PEER_ANY) {
 		errno = EINVAL;
 		return -1;
 	}

@@ -206,6 +206,27 @@ int ipc__format(char *buf, size_t len, const char *fmt, ...)
  * pool is initialised).  0 or -1. */
 int ipc__random(void *buf, size_t n);
 
+/* ---- access.c: the one access rule of the local transports ---------- */
+
+/*
+ * Listener side: may a peer with kernel credentials cr connect to a
+ * listener whose options say mode?  Root always may; otherwise the class
+ * that applies (owner: cr->uid is our euid; group: cr->gid is our egid;
+ * else other) must have the write bit, as the kernel decides for a unix
+ * socket file.  Returns 1 or 0.
+ */
+int ipc__mode_allows(unsigned mode, const struct ipc_cred *cr);
+
+/*
+ * Client side: does a client with options o accept a listener whose
+ * kernel credentials are cr (o->peer_check, o->peer_uid; root is always
+ * accepted)?  0, or -1 with errno EPERM.
+ */
+int ipc__listener_trusted(const struct ipc_options *o, const struct ipc_cred *cr);
+
+/* SO_PEERCRED of a connected unix socket.  0 or -1. */
+int ipc__sock_cred(int fd, struct ipc_cred *cr);
+
 /* ---- addr.c ---------------------------------------------------------- */
 
 /*
