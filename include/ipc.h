@@ -73,11 +73,16 @@ extern "C" {
 /* Per-call flag: do not wait; fail with EAGAIN instead. */
 #define IPC_DONTWAIT 0x1
 
-/* Readiness bits for ipc_poll() and ipc_conn_ready()/ipc_listener_ready(). */
-#define IPC_POLLIN  0x1 /* receive (or accept) would not block */
-#define IPC_POLLOUT 0x2 /* send of a small message would not block */
-#define IPC_POLLERR 0x4 /* the connection failed: the next call reports why */
-#define IPC_POLLHUP 0x8 /* the peer is gone: receive reports end or error */
+/* Default bound on how long ipc_close() delivers data still held: 10 s. */
+#define IPC_DEFAULT_LINGER_MS 10000
+
+/* Readiness bits for ipc_poll() and ipc_conn_ready()/ipc_listener_ready().
+ * Since 0.2 they equal poll(2)'s POLLIN, POLLOUT, POLLERR and POLLHUP on
+ * Linux, so the two can never be confused. */
+#define IPC_POLLIN  0x001 /* receive (or accept) would not block */
+#define IPC_POLLOUT 0x004 /* a send of any size would be accepted now */
+#define IPC_POLLERR 0x008 /* the connection failed: the next call reports why */
+#define IPC_POLLHUP 0x010 /* the peer is gone: receive reports end or error */
 
 typedef struct ipc_listener ipc_listener; /* opaque listening endpoint */
 typedef struct ipc_conn ipc_conn;         /* opaque connection */
@@ -93,9 +98,9 @@ struct ipc_options {
 	int connect_timeout_ms; /* connect + handshake (default 10000) */
 	int send_timeout_ms;    /* default for sends (default -1) */
 	int recv_timeout_ms;    /* default for receives and accept (default -1) */
-	int linger_ms;          /* close: how long to flush data still held by
-	                           the library (default -1: until handed to
-	                           the peer or the peer is gone) */
+	int linger_ms;          /* close: how long to deliver data still held
+	                           by the library (default 10000; -1: until
+	                           handed to the peer or the peer is gone) */
 	int nonblock;           /* nonzero: every call behaves as IPC_DONTWAIT */
 	size_t max_msg_size;    /* largest message either way (default 64 MiB,
 	                           1 .. IPC_MAX_MSG_LIMIT) */
@@ -194,6 +199,12 @@ IPC_API int ipc_conn_fd(const ipc_conn *c);
  * bits too).  When it returns 0, *pollevents gets the poll(2) events to
  * wait for on ipc_conn_fd() before asking again.  -1 on bad arguments. */
 IPC_API int ipc_conn_ready(ipc_conn *c, int events, short *pollevents);
+
+/* A connected pair of connections with no name, for a process and the
+ * child it forks: scheme "unix" (a socket pair) or "shm".  Both ends get
+ * opts (NULL: defaults).  0, or -1 with errno (EPROTONOSUPPORT for a
+ * scheme without pairs). */
+IPC_API int ipc_pair(const char *scheme, const struct ipc_options *opts, ipc_conn *pair[2]);
 
 /* The transport scheme of a connection: "unix", "tcp", "shm" or "mq". */
 IPC_API const char *ipc_conn_scheme(const ipc_conn *c);

@@ -30,7 +30,7 @@ void ipc_options_init(struct ipc_options *o)
 	o->connect_timeout_ms = IPC_DEFAULT_CONNECT_TIMEOUT_MS;
 	o->send_timeout_ms = -1;
 	o->recv_timeout_ms = -1;
-	o->linger_ms = -1;
+	o->linger_ms = IPC_DEFAULT_LINGER_MS;
 	o->nonblock = 0;
 	o->max_msg_size = IPC_DEFAULT_MAX_MSG;
 	o->capacity = IPC_DEFAULT_CAPACITY;
@@ -157,6 +157,40 @@ ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts)
 	c->tp = tp;
 	c->opt = o;
 	return c;
+}
+
+int ipc_pair(const char *scheme, const struct ipc_options *opts, ipc_conn *pair[2])
+{
+	struct ipc_options o;
+	const struct ipc__transport *tp = NULL;
+	if (!scheme || !pair) {
+		errno = EINVAL;
+		return -1;
+	}
+	pair[0] = pair[1] = NULL;
+	size_t n = strcspn(scheme, ":");
+	if (scheme[n] == ':' && scheme[n + 1]) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (size_t i = 0; ipc__transports[i]; i++)
+		if (strlen(ipc__transports[i]->scheme) == n && !strncmp(ipc__transports[i]->scheme, scheme, n))
+			tp = ipc__transports[i];
+	if (!tp || !tp->pair) {
+		errno = EPROTONOSUPPORT;
+		return -1;
+	}
+	if (opts_resolve(opts, &o) < 0)
+		return -1;
+	struct ipc_conn *c[2];
+	if (tp->pair(&o, c) < 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		c[i]->tp = tp;
+		c[i]->opt = o;
+		pair[i] = c[i];
+	}
+	return 0;
 }
 
 /* Sum iov lengths; EINVAL on bad vectors, EMSGSIZE over the limit. */

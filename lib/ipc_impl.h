@@ -156,6 +156,11 @@ struct ipc__transport {
 	 * 0, *pollev holds the poll(2) events to wait for on conn_fd. */
 	int (*conn_ready)(struct ipc_conn *c, int events, short *pollev);
 
+	/* Optional: make a connected pair of connections, both ends in this
+	 * process, with options o (ipc_pair(3)).  0, or -1 with errno
+	 * (EMFILE, ENFILE, ENOMEM).  The core sets tp on both. */
+	int (*pair)(const struct ipc_options *o, struct ipc_conn *out[2]);
+
 	/* Kernel credentials of the peer.  Errors: EOPNOTSUPP. */
 	int (*peer_cred)(const struct ipc_conn *c, struct ipc_cred *cred);
 
