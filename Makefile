@@ -7,7 +7,7 @@
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make CC=clang        any C11 compiler with gcc-style flags
 
-VERSION   = 0.1.0
+VERSION   = 0.2.0
 SOMAJOR   = 0
 CC       ?= cc
 SAN      ?=
@@ -57,8 +57,8 @@ $(ALIB): $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(SOLIB): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -Wl,--as-needed $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+$(SOLIB): $(LIB_OBJ) lib/libipc.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libipc.map -Wl,-z,defs -Wl,--as-needed $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(LIB_OBJ) $(LIBS)
 	ln -sf libipc.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libipc.so
 

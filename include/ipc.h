@@ -50,9 +50,9 @@ extern "C" {
 #define IPC_API
 #endif
 
-/* Library version: 0.1.0.  Wire protocol version: 1 (see ipc-wire(7)). */
+/* Version of this header: 0.2.0 (ipc_version() gives the library's). */
 #define IPC_VERSION_MAJOR 0
-#define IPC_VERSION_MINOR 1
+#define IPC_VERSION_MINOR 2
 #define IPC_VERSION_PATCH 0
 
 /* Longest address string accepted, including the scheme, without the NUL. */
@@ -118,6 +118,10 @@ struct ipc_options {
 	                           root), IPC_PEER_UID (peer_uid or root),
 	                           IPC_PEER_ANY (no check).  EPERM otherwise */
 	uid_t peer_uid;         /* the uid for IPC_PEER_UID */
+	/* Room for options of later 0.x releases: the size of this struct
+	 * never changes within libipc.so.0 (ABI policy: ipc(7)).  Set by
+	 * ipc_options_init(); never touch it. */
+	long long ipc_reserved_[16];
 };
 
 /* Values of ipc_options.peer_check. */
@@ -139,6 +143,10 @@ struct ipc_pollitem {
 	short events;           /* IPC_POLLIN and/or IPC_POLLOUT */
 	short revents;          /* out: ready bits, plus IPC_POLLERR/HUP */
 };
+
+/* The library's version as "MAJOR.MINOR.PATCH" (static storage); the
+ * numbers also go to any non-NULL pointer.  Compare with IPC_VERSION_*. */
+IPC_API const char *ipc_version(int *major, int *minor, int *patch);
 
 /* Fill *opts with the defaults. */
 IPC_API void ipc_options_init(struct ipc_options *opts);

@@ -22,6 +22,29 @@ const struct ipc__transport *const ipc__transports[] = {
 	NULL,
 };
 
+/* The six functions whose 0.1 behaviour lib/compat.c keeps under IPC_0.1:
+ * these definitions are the default version, IPC_0.2. */
+#define IPC__DEFAULT_V02(fn) __asm__(".symver " #fn ", " #fn "@@@IPC_0.2")
+IPC__DEFAULT_V02(ipc_options_init);
+IPC__DEFAULT_V02(ipc_listen);
+IPC__DEFAULT_V02(ipc_connect);
+IPC__DEFAULT_V02(ipc_conn_ready);
+IPC__DEFAULT_V02(ipc_listener_ready);
+IPC__DEFAULT_V02(ipc_poll);
+
+const char *ipc_version(int *major, int *minor, int *patch)
+{
+#define IPC__STR2(x) #x
+#define IPC__STR(x) IPC__STR2(x)
+	if (major)
+		*major = IPC_VERSION_MAJOR;
+	if (minor)
+		*minor = IPC_VERSION_MINOR;
+	if (patch)
+		*patch = IPC_VERSION_PATCH;
+	return IPC__STR(IPC_VERSION_MAJOR) "." IPC__STR(IPC_VERSION_MINOR) "." IPC__STR(IPC_VERSION_PATCH);
+}
+
 void ipc_options_init(struct ipc_options *o)
 {
 	if (!o)

@@ -1,0 +1,214 @@
+/*
+ * ipc.h - libipc: one message API over unix, tcp, shm and mq transports.
+ *
+ * An address string chooses the transport:
+ *
+ *   unix:/path/to/sock    Unix domain stream socket at a file path
+ *   unix:@name            Linux abstract-namespace socket (no file)
+ *   tcp:host:port         TCP over IPv4/IPv6; host may be a name, "*" or
+ *   tcp:[v6addr]:port     empty (listen on all); port 0 on listen = any
+ *   shm:name              shared-memory rings between local processes
+ *   mq:/name              POSIX message queues between local processes
+ *
+ * A connection carries whole messages, in order, in both directions.  Every
+ * transport shows the same behaviour: framing, limits, blocking, timeouts,
+ * backpressure, end-of-stream and errors are identical (see ipc(7)).
+ *
+ * ERROR CONVENTION (every function):
+ *   - functions returning a pointer return NULL and set errno on failure;
+ *   - functions returning int or ssize_t return -1 and set errno;
+ *   - no function ever raises SIGPIPE or returns EINTR from a blocking wait.
+ *   Receive reports end-of-stream (peer closed in order, every message it
+ *   sent already delivered) as -1 with errno EPIPE; a peer that died or
+ *   broke the connection gives ECONNRESET; a peer that violates the wire
+ *   protocol gives EPROTO.  These errors are sticky for that direction.
+ *
+ * THREADS: one thread may send while another receives on the same
+ * connection.  Anything else on one handle (two concurrent senders, close
+ * while another thread uses the handle) must be serialised by the caller.
+ * Different handles are independent; the library has no global mutable
+ * state.  Descriptors are close-on-exec; after fork() only one of the two
+ * processes may keep using a handle (see ipc(7)).
+ *
+ * Names: every public identifier starts with ipc_ or IPC_ and none collides
+ * with <sys/ipc.h> (IPC_CREAT, IPC_NOWAIT, struct ipc_perm, ...).
+ */
+#ifndef IPC_H_INCLUDED
+#define IPC_H_INCLUDED
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define IPC_API __attribute__((visibility("default")))
+#else
+#define IPC_API
+#endif
+
+/* Library version: 0.1.0.  Wire protocol version: 1 (see ipc-wire(7)). */
+#define IPC_VERSION_MAJOR 0
+#define IPC_VERSION_MINOR 1
+#define IPC_VERSION_PATCH 0
+
+/* Longest address string accepted, including the scheme, without the NUL. */
+#define IPC_ADDR_MAX 512
+
+/* Default largest message a connection sends or accepts: 64 MiB. */
+#define IPC_DEFAULT_MAX_MSG ((size_t)64 << 20)
+
+/* Largest max_msg_size that may be configured: 4 GiB - 1 (wire limit). */
+#define IPC_MAX_MSG_LIMIT ((size_t)0xffffffffu)
+
+/* Default per-direction capacity of a connection: 1 MiB. */
+#define IPC_DEFAULT_CAPACITY ((size_t)1 << 20)
+
+/* Default bound on connect + handshake: 10 seconds. */
+#define IPC_DEFAULT_CONNECT_TIMEOUT_MS 10000
+
+/* Per-call flag: do not wait; fail with EAGAIN instead. */
+#define IPC_DONTWAIT 0x1
+
+/* Readiness bits for ipc_poll() and ipc_conn_ready()/ipc_listener_ready(). */
+#define IPC_POLLIN  0x1 /* receive (or accept) would not block */
+#define IPC_POLLOUT 0x2 /* send of a small message would not block */
+#define IPC_POLLERR 0x4 /* the connection failed: the next call reports why */
+#define IPC_POLLHUP 0x8 /* the peer is gone: receive reports end or error */
+
+typedef struct ipc_listener ipc_listener; /* opaque listening endpoint */
+typedef struct ipc_conn ipc_conn;         /* opaque connection */
+
+/*
+ * Options for ipc_listen() and ipc_connect().  Always start from
+ * ipc_options_init(); pass NULL to use every default.  A listener hands its
+ * options to every connection it accepts.  Timeouts are in milliseconds:
+ * -1 waits forever, 0 never waits (same as IPC_DONTWAIT), > 0 bounds the
+ * whole call.
+ */
+struct ipc_options {
+	int connect_timeout_ms; /* connect + handshake (default 10000) */
+	int send_timeout_ms;    /* default for sends (default -1) */
+	int recv_timeout_ms;    /* default for receives and accept (default -1) */
+	int linger_ms;          /* close: how long to flush data still held by
+	                           the library (default -1: until handed to
+	                           the peer or the peer is gone) */
+	int nonblock;           /* nonzero: every call behaves as IPC_DONTWAIT */
+	size_t max_msg_size;    /* largest message either way (default 64 MiB,
+	                           1 .. IPC_MAX_MSG_LIMIT) */
+	size_t capacity;        /* per-direction buffering bound, bytes
+	                           (default 1 MiB, at least 4096) */
+	unsigned mode;          /* permission bits of created objects (socket
+	                           file, shm, mq); default 0600 */
+};
+
+/* Peer credentials, from the kernel (never from what the peer claims). */
+struct ipc_cred {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+};
+
+/* One entry of ipc_poll(): set exactly one of conn or listener. */
+struct ipc_pollitem {
+	ipc_conn *conn;         /* connection to watch, or NULL */
+	ipc_listener *listener; /* listener to watch, or NULL */
+	short events;           /* IPC_POLLIN and/or IPC_POLLOUT */
+	short revents;          /* out: ready bits, plus IPC_POLLERR/HUP */
+};
+
+/* Fill *opts with the defaults. */
+IPC_API void ipc_options_init(struct ipc_options *opts);
+
+/* Listen on addr; NULL opts = defaults.  Returns NULL and sets errno. */
+IPC_API ipc_listener *ipc_listen(const char *addr, const struct ipc_options *opts);
+
+/* Accept one connection (waits per recv_timeout_ms unless IPC_DONTWAIT). */
+IPC_API ipc_conn *ipc_accept(ipc_listener *l, int flags);
+
+/* Connect to addr and complete the handshake; NULL opts = defaults. */
+IPC_API ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts);
+
+/*
+ * Send one message of len bytes, whole or not at all.  Returns len.
+ * Blocks while the connection's capacity is full (per send_timeout_ms,
+ * nonblock and IPC_DONTWAIT): EAGAIN / ETIMEDOUT and nothing sent.
+ * EMSGSIZE: len > max_msg_size, or, without waiting (IPC_DONTWAIT, nonblock
+ * or timeout 0), len + 4 > capacity (such a message can only flow through
+ * a blocking or timed send).  A timed send whose message has started
+ * flowing when its deadline passes is accepted (its rest is held, up to
+ * max_msg_size, and flushed by later calls and close) rather than cut.
+ * EPIPE: the peer closed or died.
+ */
+IPC_API ssize_t ipc_send(ipc_conn *c, const void *buf, size_t len, int flags);
+
+/* Send one message gathered from iovcnt buffers.  Returns its length. */
+IPC_API ssize_t ipc_sendv(ipc_conn *c, const struct iovec *iov, int iovcnt, int flags);
+
+/* Receive one message into buf.  Returns its length; EMSGSIZE (message
+ * left queued) if it is longer than len. */
+IPC_API ssize_t ipc_recv(ipc_conn *c, void *buf, size_t len, int flags);
+
+/* Receive one message into a malloc()ed buffer stored in *bufp (caller
+ * frees; non-NULL even for a zero-length message).  Returns its length. */
+IPC_API ssize_t ipc_recv_alloc(ipc_conn *c, void **bufp, int flags);
+
+/* Send n messages, msgs[i] being one message each.  Waits (per flags and
+ * timeout) for the first; returns how many were accepted, in order. */
+IPC_API ssize_t ipc_send_batch(ipc_conn *c, const struct iovec *msgs, size_t n, int flags);
+
+/* Receive up to n messages; msgs[i].iov_len is the buffer size on entry and
+ * the message length on return.  Waits for the first (per flags and
+ * timeout), then takes only what is already there.  Returns the count. */
+IPC_API ssize_t ipc_recv_batch(ipc_conn *c, struct iovec *msgs, size_t n, int flags);
+
+/* Push out data the library still holds for this connection (after
+ * non-blocking or timed sends).  0 when nothing is left. */
+IPC_API int ipc_flush(ipc_conn *c, int flags);
+
+/* Change the send and receive timeouts of a connection (ms, -1, 0). */
+IPC_API int ipc_conn_set_timeouts(ipc_conn *c, int send_timeout_ms, int recv_timeout_ms);
+
+/* The connection's readiness descriptor (owned by the library). */
+IPC_API int ipc_conn_fd(const ipc_conn *c);
+
+/* Which of events (IPC_POLLIN/OUT) are ready now (may return ERR/HUP
+ * bits too).  When it returns 0, *pollevents gets the poll(2) events to
+ * wait for on ipc_conn_fd() before asking again.  -1 on bad arguments. */
+IPC_API int ipc_conn_ready(ipc_conn *c, int events, short *pollevents);
+
+/* The transport scheme of a connection: "unix", "tcp", "shm" or "mq". */
+IPC_API const char *ipc_conn_scheme(const ipc_conn *c);
+
+/* Kernel credentials of the peer (local transports; EOPNOTSUPP on tcp). */
+IPC_API int ipc_conn_peer_cred(const ipc_conn *c, struct ipc_cred *cred);
+
+/* Close the connection: flush per linger_ms, release everything.  Returns
+ * 0, or -1 if held data could not be delivered (the handle is freed). */
+IPC_API int ipc_close(ipc_conn *c);
+
+/* The listener's readiness descriptor: readable when accept would not block. */
+IPC_API int ipc_listener_fd(const ipc_listener *l);
+
+/* As ipc_conn_ready(), for IPC_POLLIN (accept) on a listener. */
+IPC_API int ipc_listener_ready(ipc_listener *l, int events, short *pollevents);
+
+/* The address actually bound, in address syntax (e.g. tcp:127.0.0.1:41873).
+ * Returns its length; ENOSPC if it does not fit in len bytes with its NUL. */
+IPC_API int ipc_listener_addr(const ipc_listener *l, char *buf, size_t len);
+
+/* Stop listening and release everything (socket file, names). */
+IPC_API int ipc_listener_close(ipc_listener *l);
+
+/* Wait until some items are ready or timeout_ms passes (-1 = forever).
+ * Returns how many items have revents set, 0 on timeout. */
+IPC_API int ipc_poll(struct ipc_pollitem *items, size_t n, int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IPC_H_INCLUDED */
