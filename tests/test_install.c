@@ -36,8 +36,8 @@ static void write_file(const char *path, const char *text)
 {
 	FILE *f = fopen(path, "w");
 	CHECK(f != NULL);
-	CHECK(fputs(text, f) >= 0);
-	CHECK(fclose(f) == 0);
+	CHECK_GE(fputs(text, f), 0);
+	CHECK_EQ(fclose(f), 0);
 }
 
 /* Names of every IPC_API function in include/ipc.h; returns the count. */
@@ -62,7 +62,7 @@ static int api_functions(char names[][64], int max)
 		n++;
 	}
 	fclose(f);
-	CHECK(n > 10);
+	CHECK_GT(n, 10);
 	return n;
 }
 
@@ -116,7 +116,7 @@ TEST(install_pkgconfig)
 	};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
 		CHECKF(t_sh("test -e '%s/%s'", pre, files[i]) == 0, "%s not installed", files[i]);
-	CHECK(t_sh("%s --exists ipc", pc) == 0);
+	CHECK_EQ(t_sh("%s --exists ipc", pc), 0);
 	CHECK(t_sh("%s --modversion ipc | grep -qx '%d.%d.%d'", pc, IPC_VERSION_MAJOR, IPC_VERSION_MINOR,
 		   IPC_VERSION_PATCH) == 0);
 
@@ -130,20 +130,20 @@ TEST(install_pkgconfig)
 		   pre) == 0);
 	/* without the library path the program cannot start: it really uses
 	 * the shared copy */
-	CHECK(t_sh("cd '%s' && ./app >/dev/null 2>&1", d) != 0);
+	CHECK_NE(t_sh("cd '%s' && ./app >/dev/null 2>&1", d), 0);
 
 	/* static: --static adds the private libraries */
 	rc = t_sh("cd '%s' && %s -o app_static app.c $(%s --cflags ipc) "
 		  "$(%s --static --libs ipc | sed 's/-lipc\\b/-l:libipc.a/')",
 		  d, cc(), pc, pc);
 	CHECKF(rc == 0, "static build failed (%d)", rc);
-	CHECK(t_sh("cd '%s' && ! ldd ./app_static 2>/dev/null | grep -q libipc", d) == 0);
-	CHECK(t_sh("cd '%s' && ./app_static | grep -q 'installed libipc works'", d) == 0);
+	CHECK_EQ(t_sh("cd '%s' && ! ldd ./app_static 2>/dev/null | grep -q libipc", d), 0);
+	CHECK_EQ(t_sh("cd '%s' && ./app_static | grep -q 'installed libipc works'", d), 0);
 
 	/* uninstall removes what install put there */
 	rc = t_sh("make -s -C '%s' BUILD='%s' PREFIX='%s' uninstall >/dev/null 2>&1", src, build, pre);
-	CHECK(rc == 0);
-	CHECK(t_sh("test -e '%s/include/ipc.h' || test -e '%s/lib/libipc.so.0'", pre, pre) != 0);
+	CHECK_EQ(rc, 0);
+	CHECK_NE(t_sh("test -e '%s/include/ipc.h' || test -e '%s/lib/libipc.so.0'", pre, pre), 0);
 }
 
 /* The shared library exports exactly the IPC_API functions. */
@@ -155,14 +155,14 @@ TEST(install_exports)
 	char so[1024], list[1024];
 	snprintf(so, sizeof so, "%s/libipc.so.0", build);
 	snprintf(list, sizeof list, "%s/syms", t_tmpdir());
-	CHECK(access(so, R_OK) == 0);
-	CHECK(t_sh("nm -D --defined-only '%s' | awk '$2 ~ /[A-Z]/ {print $3}' | sort >'%s'", so, list) == 0);
+	CHECK_EQ(access(so, R_OK), 0);
+	CHECK_EQ(t_sh("nm -D --defined-only '%s' | awk '$2 ~ /[A-Z]/ {print $3}' | sort >'%s'", so, list), 0);
 	/* nothing but ipc_* (no ipc__ internals, no stray helpers) */
 	int rc = t_sh("grep -v '^ipc_[a-z]' '%s' | grep -v '^_init$\\|^_fini$' >/dev/null || exit 1; "
 		      "echo 'unexpected exports:' >&2; grep -v '^ipc_[a-z]' '%s' | grep -v '^_init$\\|^_fini$' >&2; exit 0",
 		      list, list);
 	CHECKF(rc == 1, "libipc.so exports symbols outside ipc_*");
-	CHECK(t_sh("grep -q '^ipc__' '%s'", list) != 0);
+	CHECK_NE(t_sh("grep -q '^ipc__' '%s'", list), 0);
 	/* every IPC_API function is there */
 	char names[64][64];
 	int n = api_functions(names, 64);
@@ -171,7 +171,7 @@ TEST(install_exports)
 	/* undefined symbols are libc's (versioned GLIBC_*), nothing else; a
 	 * SAN= build binds them to the sanitizer runtime, unversioned */
 	if (!*t_env("IPC_SAN"))
-		CHECK(t_sh("nm -D --undefined-only '%s' | grep -v '@GLIBC_\\|@@GLIBC_\\| w ' | grep -q .", so) != 0);
+		CHECK_NE(t_sh("nm -D --undefined-only '%s' | grep -v '@GLIBC_\\|@@GLIBC_\\| w ' | grep -q .", so), 0);
 }
 
 /* <ipc.h> coexists with <sys/ipc.h> (SysV) in either order, and is clean
@@ -197,7 +197,7 @@ TEST(install_header_coexists)
 		snprintf(f, sizeof f, "%s/cxx.cc", d);
 		write_file(f, "#include <sys/ipc.h>\n#include <ipc.h>\nint main() { ipc_options o; "
 			      "ipc_options_init(&o); return o.capacity == 0; }\n");
-		CHECK(t_sh("c++ -Wall -Wextra -Werror -I'%s/include' -c -o '%s/cxx.o' '%s'", src, d, f) == 0);
+		CHECK_EQ(t_sh("c++ -Wall -Wextra -Werror -I'%s/include' -c -o '%s/cxx.o' '%s'", src, d, f), 0);
 	}
 }
 
@@ -209,13 +209,13 @@ TEST(install_man_lint)
 		SKIP("mandoc not installed");
 	char out[512];
 	snprintf(out, sizeof out, "%s/lint", t_tmpdir());
-	CHECK(t_sh("ls '%s'/man/*.[137] >/dev/null 2>&1", src) == 0);
+	CHECK_EQ(t_sh("ls '%s'/man/*.[137] >/dev/null 2>&1", src), 0);
 	/* .so link pages are resolved relative to man/ */
 	int rc = t_sh("cd '%s/man' && mandoc -Tlint -Wwarning *.[137] >'%s' 2>&1", src, out);
 	if (rc != 0)
 		t_sh("cat '%s'", out);
 	CHECKF(rc == 0, "mandoc -Tlint reported warnings or errors");
-	CHECK(t_sh("test ! -s '%s'", out) == 0);
+	CHECK_EQ(t_sh("test ! -s '%s'", out), 0);
 	/* and man(1) renders a page without complaints */
 	if (have("man"))
 		CHECK(t_sh("cd '%s' && MANWIDTH=80 man -l man/ipc_send.3 2>'%s' | grep -q ipc_send && test ! -s '%s'",
