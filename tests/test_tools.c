@@ -309,7 +309,8 @@ TEST(tools_bench_errors)
 TEST(examples_selftest)
 {
 	TEST_TIMEOUT(120);
-	static const char *const ex[] = {"demo", "echo_server", "echo_client", "reqrep", "fanout", "epoll_loop"};
+	static const char *const ex[] = {"demo", "echo_server", "echo_client", "reqrep", "fanout", "epoll_loop",
+					 "server"};
 	const char *b = t_env("IPC_BUILD");
 	if (!*b)
 		SKIP("IPC_BUILD not set");
