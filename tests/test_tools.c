@@ -353,3 +353,89 @@ CTEST(examples_any_scheme)
 	CHECKF(rc == 0, "echo_client over %s failed", line + 13);
 	CHECKF((rc = reap(srv, 10000)) == 0, "echo_server exited %d", rc);
 }
+
+/* Wait until file contains text (a --verbose log line). */
+static void wait_for_text(const char *file, const char *text, pid_t srv)
+{
+	int64_t end = t_now_ms() + 10000;
+	while (t_sh("grep -qF '%s' '%s' 2>/dev/null", text, file) != 0) {
+		int st;
+		CHECKF(waitpid(srv, &st, WNOHANG) == 0, "listener exited before logging '%s'", text);
+		CHECKF(t_now_ms() < end, "no '%s' in %s", text, file);
+		usleep(2000);
+	}
+}
+
+/* listen --keep-open serves every connection at once: a first client that
+ * sends nothing does not keep a second one from being served (with plain
+ * --keep, the second waits for the first to close). */
+CTEST(tools_cat_keep_open)
+{
+	const char *cat = tool("ipc-cat");
+	const char *d = t_tmpdir();
+	char af[512], log[512], out[512], addr[IPC_ADDR_MAX + 2];
+	snprintf(af, sizeof af, "%s/addr", d);
+	snprintf(log, sizeof log, "%s/log", d);
+	snprintf(out, sizeof out, "%s/out", d);
+	pid_t srv = spawn("%s --echo --keep-open --count 3 --timeout 20000 --verbose --addr-file '%s' "
+			  "listen '%s' </dev/null 2>'%s'",
+			  cat, af, t_addr(scheme), log);
+	read_addr_file(af, addr, sizeof addr, srv);
+	/* the idle client: stdin a pipe nobody writes to */
+	int idle_in[2];
+	CHECK_EQ(pipe(idle_in), 0);
+	pid_t idle = spawn("%s --wait --timeout 30000 connect '%s' <&%d >/dev/null", cat, addr, idle_in[0]);
+	wait_for_text(log, "connection ", srv); /* accepted */
+	int64_t t0 = t_now_ms();
+	int rc = t_sh("printf 'a\\nbb\\n\\n' | %s --count 3 --timeout 10000 connect '%s' >'%s'", cat, addr, out);
+	CHECKF(rc == 0, "second client exited %d after %lld ms", rc, (long long)(t_now_ms() - t0));
+	CHECKF(t_sh("printf 'a\\nbb\\n\\n' | cmp -s - '%s'", out) == 0, "echoes differ");
+	CHECKF((rc = reap(srv, 10000)) == 0, "listener exited %d", rc);
+	/* the listener's exit closed the idle connection: the idle client ends */
+	close(idle_in[1]);
+	close(idle_in[0]);
+	CHECKF((rc = reap(idle, 10000)) == 0, "idle client exited %d", rc);
+}
+
+/* listen --keep-open without --echo: messages of every client are printed,
+ * and each stdin line goes to every client connected. */
+CTEST(tools_cat_keep_open_lines)
+{
+	const char *cat = tool("ipc-cat");
+	const char *d = t_tmpdir();
+	char af[512], log[512], out[512], o1[512], o2[512], addr[IPC_ADDR_MAX + 2];
+	snprintf(af, sizeof af, "%s/addr", d);
+	snprintf(log, sizeof log, "%s/log", d);
+	snprintf(out, sizeof out, "%s/out", d);
+	snprintf(o1, sizeof o1, "%s/o1", d);
+	snprintf(o2, sizeof o2, "%s/o2", d);
+	int srv_in[2];
+	CHECK_EQ(pipe(srv_in), 0);
+	pid_t srv = spawn("%s --keep-open --count 2 --timeout 20000 --verbose --addr-file '%s' "
+			  "listen '%s' <&%d >'%s' 2>'%s'",
+			  cat, af, t_addr(scheme), srv_in[0], out, log);
+	close(srv_in[0]);
+	read_addr_file(af, addr, sizeof addr, srv);
+	/* each client waits for the listener's line, then says one line; the
+	 * listener stops after two, which ends the clients (--wait) */
+	int p1[2], p2[2];
+	CHECK_EQ(pipe(p1), 0);
+	CHECK_EQ(pipe(p2), 0);
+	pid_t c1 = spawn("%s --wait --timeout 20000 connect '%s' <&%d >'%s'", cat, addr, p1[0], o1);
+	wait_for_text(log, "connection 1 accepted", srv);
+	pid_t c2 = spawn("%s --wait --timeout 20000 connect '%s' <&%d >'%s'", cat, addr, p2[0], o2);
+	wait_for_text(log, "connection 2 accepted", srv);
+	CHECK_EQ(write(srv_in[1], "to-all\n", 7), 7);
+	wait_for_text(o1, "to-all", srv);
+	wait_for_text(o2, "to-all", srv);
+	CHECK_EQ(write(p1[1], "from-1\n", 7), 7);
+	CHECK_EQ(write(p2[1], "from-2\n", 7), 7);
+	close(p1[1]), close(p2[1]);
+	int rc;
+	CHECKF((rc = reap(c1, 10000)) == 0, "client 1 exited %d", rc);
+	CHECKF((rc = reap(c2, 10000)) == 0, "client 2 exited %d", rc);
+	CHECKF((rc = reap(srv, 10000)) == 0, "listener exited %d", rc);
+	CHECK_EQ(t_sh("grep -qx to-all '%s' && grep -qx to-all '%s'", o1, o2), 0);
+	CHECK_EQ(t_sh("sort '%s' | tr '\\n' , | grep -qx 'from-1,from-2,'", out), 0);
+	close(srv_in[1]), close(p1[0]), close(p2[0]);
+}
