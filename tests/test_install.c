@@ -240,3 +240,73 @@ TEST(install_man_coverage)
 	for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++)
 		CHECKF(t_sh("test -s '%s/man/%s'", src, pages[i]) == 0, "no man/%s", pages[i]);
 }
+
+/* README, "Using a copy installed under a prefix": its commands, run as
+ * printed (with HOME a temporary directory, `make` pointed at this tree
+ * and build, `cc` being the build's compiler), give a program that runs
+ * without any environment; the LD_LIBRARY_PATH and static forms it names
+ * work too, and without either the program cannot start. */
+TEST(install_readme_prefix)
+{
+	TEST_TIMEOUT(180);
+	const char *build = env_or_skip("IPC_BUILD"), *src = env_or_skip("IPC_SRC");
+	if (!have("pkg-config") || !have("make"))
+		SKIP("pkg-config or make missing");
+	const char *d = t_tmpdir();
+	const char *san = t_env("IPC_SAN");
+	char path[600];
+	CHECK_EQ(t_sh("mkdir -p '%s/home' '%s/work'", d, d), 0);
+	/* the README's example program as app.c (a name unique to this run) */
+	CHECK_EQ(t_sh("awk '/^```c/{f=1;next} /^```/{f=0} f' '%s/README.md' | sed 's/unix:@hello/unix:@hello-%s/g' "
+		      ">'%s/work/app.c' && test -s '%s/work/app.c'",
+		      src, t_token(), d, d),
+		 0);
+	/* the section's shell block */
+	CHECK_EQ(t_sh("awk '/^## Using a copy installed under a prefix/{s=1} s&&/^```sh/{f=1;next} f&&/^```/{exit} f' "
+		      "'%s/README.md' >'%s/work/readme.sh'",
+		      src, d),
+		 0);
+	CHECKF(t_sh("grep -q 'make install' '%s/work/readme.sh' && grep -q rpath '%s/work/readme.sh'", d, d) == 0,
+	       "no install-and-rpath block under \"Using a copy installed under a prefix\" in README.md");
+	snprintf(path, sizeof path, "%s/work/run.sh", d);
+	char prelude[4096];
+	snprintf(prelude, sizeof prelude,
+		 "set -e\n"
+		 "make() { command make -s -C '%s' BUILD='%s' SAN='%s' \"$@\" >make.log 2>&1; }\n"
+		 "cc() { command %s \"$@\"; }\n",
+		 src, build, san, cc());
+	write_file(path, prelude);
+	CHECK_EQ(t_sh("cat '%s/work/readme.sh' >>'%s'", d, path), 0);
+	const char *env = "env -u LD_LIBRARY_PATH -u PKG_CONFIG_PATH";
+	int rc = t_sh("cd '%s/work' && %s HOME='%s/home' sh ./run.sh >out 2>err", d, env, d);
+	if (rc != 0)
+		t_sh("cat '%s/work/err' '%s/work/make.log' >&2", d, d);
+	CHECKF(rc == 0, "the README's commands exited %d", rc);
+	CHECKF(t_sh("grep -qx ping '%s/work/out'", d) == 0, "./app did not print ping");
+	/* it runs the installed shared library, found through its rpath */
+	CHECK_EQ(t_sh("cd '%s/work' && %s ldd ./app | grep -q '%s/home/opt/libipc/lib/libipc.so.0'", d, env, d), 0);
+	CHECK_EQ(t_sh("cd '%s/work' && %s ./app | grep -qx ping", d, env), 0);
+
+	/* the same build without rpath cannot start, but runs with the
+	 * README's LD_LIBRARY_PATH */
+	char pc[700];
+	snprintf(pc, sizeof pc, "PKG_CONFIG_PATH='%s/home/opt/libipc/lib/pkgconfig' pkg-config", d);
+	CHECK_EQ(t_sh("cd '%s/work' && %s -o app2 app.c $(%s --cflags --libs ipc)", d, cc(), pc), 0);
+	CHECK_NE(t_sh("cd '%s/work' && %s ./app2 >/dev/null 2>&1", d, env), 0);
+	CHECK_EQ(t_sh("cd '%s/work' && %s HOME='%s/home' sh -c 'LD_LIBRARY_PATH=\"$HOME/opt/libipc/lib\" ./app2' "
+		      "| grep -qx ping",
+		      d, env, d),
+		 0);
+	/* the static form, as printed */
+	CHECK_EQ(t_sh("sed -n 's/^`\\(cc -o app .*libipc\\.a.*\\)`\\.$/\\1/p' '%s/README.md' >'%s/work/static.sh' && "
+		      "test $(wc -l <'%s/work/static.sh') = 1",
+		      src, d, d),
+		 0);
+	write_file(path, prelude);
+	CHECK_EQ(t_sh("{ echo 'export PKG_CONFIG_PATH=\"$HOME/opt/libipc/lib/pkgconfig\"'; cat '%s/work/static.sh'; } "
+		      ">>'%s' && cd '%s/work' && rm -f app && %s HOME='%s/home' sh ./run.sh",
+		      d, path, d, env, d),
+		 0);
+	CHECK_NE(t_sh("cd '%s/work' && ldd ./app 2>/dev/null | grep -q libipc", d), 0);
+	CHECK_EQ(t_sh("cd '%s/work' && %s ./app | grep -qx ping", d, env), 0);
+}
