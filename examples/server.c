@@ -11,6 +11,11 @@
  *       the listener's capacity option (ipc_options_init(3)); a small one makes
  *       replies larger than what fits at once, the case of ipc_send(3)'s
  *       non-blocking sends of any size
+ *   server ... --json
+ *       instead of the summary, one JSON line in the style of peerbench
+ *       (tests/bench.sh): wall time from forking the clients until the
+ *       last one is reaped, round trips and payload per second, CPU time
+ *       of the server and of all clients, the server's peak RSS
  *   server --serve [-c CLIENTS] ADDR
  *       only the server: print "listening on BOUND", stop after CLIENTS
  *       clients have come and gone (0, the default: never)
@@ -43,7 +48,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ipc.h>
@@ -115,6 +122,7 @@ struct server {
 	size_t npeers, cap;
 	long accepted, finished, failed; /* clients */
 	long requests, deferred;         /* replies; replies that met EAGAIN */
+	unsigned long long bytes;        /* request + reply payload bytes */
 	struct kids *kids;               /* our own client processes, or NULL */
 };
 
@@ -175,6 +183,7 @@ static enum step serve_peer(struct server *s, struct peer *p)
 	if (!p->reply)
 		return STEP_FAILED;
 	s->requests++;
+	s->bytes += (unsigned long long)n + p->len;
 	int r = send_reply(p);
 	if (r == 0)
 		s->deferred++;
@@ -334,9 +343,36 @@ static int spawn_clients(const char *addr, long rounds, struct kids *k)
 	return 0;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(int who)
+{
+	struct rusage ru;
+	getrusage(who, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void print_json(const char *addr, const struct server *s, long clients, long rounds, double wall)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	int tlen = (int)strcspn(addr, ":");
+	printf("{\"impl\":\"libipc\",\"bench\":\"server\",\"transport\":\"%.*s\",\"clients\":%ld,"
+	       "\"rounds\":%ld,\"max_size\":%d,\"count\":%ld,\"wall_s\":%.3f,\"rtt_per_s\":%.1f,"
+	       "\"mb_per_s\":%.1f,\"server_cpu_s\":%.3f,\"clients_cpu_s\":%.3f,\"server_maxrss_kb\":%ld}\n",
+	       tlen, addr, clients, rounds, MAX_REQUEST, s->requests, wall, s->requests / wall,
+	       (double)s->bytes / wall / 1e6, cpu_s(RUSAGE_SELF), cpu_s(RUSAGE_CHILDREN), ru.ru_maxrss);
+}
+
 static int usage(void)
 {
-	fprintf(stderr, "usage: server [-c CLIENTS] [-r ROUNDS] [--capacity BYTES] [ADDR]\n"
+	fprintf(stderr, "usage: server [-c CLIENTS] [-r ROUNDS] [--capacity BYTES] [--json] [ADDR]\n"
 			"       server --serve [-c CLIENTS] ADDR\n"
 			"       server --client [-c CLIENTS] [-r ROUNDS] ADDR\n");
 	return EXIT_USAGE;
@@ -347,10 +383,11 @@ int main(int argc, char **argv)
 	enum { MODE_BOTH, MODE_SERVE, MODE_CLIENT } mode = MODE_BOTH;
 	long clients = -1, rounds = 200;
 	size_t capacity = 0;
+	int json = 0;
 	static const struct option opts[] = {
 		{"serve", no_argument, NULL, 's'},   {"client", no_argument, NULL, 'C'},
 		{"clients", required_argument, NULL, 'c'}, {"rounds", required_argument, NULL, 'r'},
-		{"capacity", required_argument, NULL, 'b'},
+		{"capacity", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch;
@@ -361,6 +398,7 @@ int main(int argc, char **argv)
 		case 'c': clients = atol(optarg); break;
 		case 'r': rounds = atol(optarg); break;
 		case 'b': capacity = (size_t)atol(optarg); break;
+		case 'j': json = 1; break;
 		default: return usage();
 		}
 	}
@@ -397,8 +435,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "server: listen %s: %s\n", addr, strerror(errno));
 		return EXIT_SETUP;
 	}
-	printf("listening on %s\n", bound);
+	if (!json)
+		printf("listening on %s\n", bound);
 	fflush(stdout);
+	double t0 = now_s();
 	if (mode == MODE_BOTH) {
 		if (spawn_clients(bound, rounds, &kids) < 0)
 			return EXIT_SETUP;
@@ -408,8 +448,13 @@ int main(int argc, char **argv)
 	ipc_listener_close(s.l);
 	reap_kids(&kids, 1);
 	free(kids.pid);
+	int ok = r == 0 && s.failed == 0 && kids.failed == 0;
+	if (json && ok) {
+		print_json(bound, &s, clients, rounds, now_s() - t0);
+		return EXIT_OK;
+	}
 	printf("served %ld clients (%ld failed), %ld requests, %ld replies deferred by EAGAIN; "
 	       "%ld client processes failed\n",
 	       s.finished, s.failed, s.requests, s.deferred, kids.failed);
-	return r == 0 && s.failed == 0 && kids.failed == 0 ? EXIT_OK : EXIT_CHECK;
+	return ok ? EXIT_OK : EXIT_CHECK;
 }
