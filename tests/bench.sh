@@ -3,8 +3,7 @@
 #   1. peerbench's compare.sh with libipc rows, when ../shared/peerbench exists
 #      (PEERBENCH=dir to point elsewhere); else libipc's own lat/thr rows;
 #   2. libipc batch throughput (--batch) and connection set-up (conn);
-#   3. ipc-scale: 1, 10 and 100 concurrent connections, and 1,000 idle ones;
-#   4. examples/server --json: the 50-client request/response server.
+#   3. ipc-scale: 1, 10 and 100 concurrent connections, and 1,000 idle ones.
 # Every line is one JSON object; compare ratios from one run only.
 set -u
 B=${1:-build}
@@ -50,15 +49,4 @@ for s in $SCHEMES; do
 	# mq: 1,000 connections need 2,000 queues, above the kernel's
 	# queues_max (256 per namespace): the line says how many were made
 	"$B/ipc-scale" "$(addr "$s")" --idle 1000 || true
-done
-
-# Issue 11's workload: one single-threaded ipc_poll server, 50 client
-# processes, 200 request/response round trips each of 0..64 KiB, every byte
-# checked (examples/server --json: one JSON line per run).
-echo "== request/response server: 50 client processes x ${SERVER_ROUNDS:-200} round trips of 0..64 KiB (examples/server)"
-for s in $SCHEMES; do
-	for rep in $(seq 1 "${REPS:-3}"); do
-		"$B/examples/server" --json -c 50 -r "${SERVER_ROUNDS:-200}" "$(addr "$s")" ||
-			echo "{\"impl\":\"libipc\",\"bench\":\"server\",\"transport\":\"$s\",\"failed\":true}"
-	done
 done
