@@ -12,8 +12,8 @@
  *       replies larger than what fits at once, the case of ipc_send(3)'s
  *       non-blocking sends of any size
  *   server ... --json
- *       instead of the summary, one JSON line in the style of peerbench
- *       (tests/bench.sh): wall time from forking the clients until the
+ *       instead of the summary, one JSON line in the style of peerbench:
+ *       wall time from forking the clients until the
  *       last one is reaped, round trips and payload per second, CPU time
  *       of the server and of all clients, the server's peak RSS
  *   server --serve [-c CLIENTS] ADDR

@@ -31,7 +31,7 @@ CTEST(server_example_50_clients)
 	int64_t ms;
 	int rc = run_server(scheme, args, &ms);
 	CHECKF(rc == 0, "examples/server %s exited %d after %lld ms", args, rc, (long long)ms);
-	/* the server answered every request; its JSON line (tests/bench.sh) */
+	/* the server answered every request (its --json line) */
 	CHECKF(t_sh("grep -q '^{\"impl\":\"libipc\",\"bench\":\"server\",\"transport\":\"%s\",\"clients\":50,"
 		    "\"rounds\":%d,.*\"count\":%d,' '%s/server.out'",
 		    scheme, rounds, 50 * rounds, t_tmpdir()) == 0,
