@@ -89,7 +89,9 @@ void test__timeout(unsigned seconds);
 /* Comparisons that print both operands (as long long) and both
  * expressions: CHECK_EQ(ipc_recv(c, buf, n, 0), 5) fails with
  * "ipc_recv(c, buf, n, 0) == 5: -1 vs 5 (errno ...)".  Each operand is
- * evaluated once; errno is the one the operands left. */
+ * evaluated once; errno is the one the operands left.  For integers that
+ * fit in long long (not pointers, not uint64_t above LLONG_MAX: use
+ * CHECKF there). */
 #define CHECK__CMP(a, op, b)                                                           \
 	do {                                                                           \
 		long long a__ = (long long)(a);                                        \
