@@ -16,6 +16,10 @@
  *       wall time from forking the clients until the
  *       last one is reaped, round trips and payload per second, CPU time
  *       of the server and of all clients, the server's peak RSS
+ *   server ... --epoll
+ *       the same loop on the application's own epoll instead of
+ *       ipc_poll(): ipc_listener_fd()/ipc_conn_fd() registered with epoll,
+ *       armed with the poll(2) events ipc_conn_ready() names
  *   server --serve [-c CLIENTS] ADDR
  *       only the server: print "listening on BOUND", stop after CLIENTS
  *       clients have come and gone (0, the default: never)
@@ -47,6 +51,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -56,7 +62,7 @@
 #include <ipc.h>
 
 enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_SETUP = 2, EXIT_CHECK = 3 };
-enum { MAX_REQUEST = 64 * 1024, CHECKSUM_LEN = 8, IDLE_LIMIT_MS = 30000 };
+enum { MAX_REQUEST = 64 * 1024, CHECKSUM_LEN = 8, IDLE_LIMIT_MS = 30000, SPIN_LIMIT = 10000 };
 
 static uint64_t fnv1a(const unsigned char *p, size_t n)
 {
@@ -118,8 +124,9 @@ struct peer {
 
 struct server {
 	ipc_listener *l;
-	struct peer *peers;
+	struct peer **peers; /* pointers: an epoll registration keeps one */
 	size_t npeers, cap;
+	int epfd;            /* --epoll: the epoll instance, else -1 */
 	long accepted, finished, failed; /* clients */
 	long requests, deferred;         /* replies; replies that met EAGAIN */
 	unsigned long long bytes;        /* request + reply payload bytes */
@@ -128,8 +135,12 @@ struct server {
 
 static void drop_peer(struct server *s, size_t i, int ok)
 {
-	free(s->peers[i].reply);
-	ipc_close(s->peers[i].c);
+	struct peer *p = s->peers[i];
+	if (s->epfd >= 0)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, ipc_conn_fd(p->c), NULL);
+	free(p->reply);
+	ipc_close(p->c);
+	free(p);
 	s->peers[i] = s->peers[--s->npeers];
 	s->finished++;
 	if (!ok)
@@ -140,12 +151,23 @@ static int add_peer(struct server *s, ipc_conn *c)
 {
 	if (s->npeers == s->cap) {
 		size_t cap = s->cap ? 2 * s->cap : 64;
-		struct peer *p = realloc(s->peers, cap * sizeof *p);
-		if (!p)
+		struct peer **np = realloc(s->peers, cap * sizeof *np);
+		if (!np)
 			return -1;
-		s->peers = p, s->cap = cap;
+		s->peers = np, s->cap = cap;
 	}
-	s->peers[s->npeers++] = (struct peer){c, NULL, 0};
+	struct peer *p = calloc(1, sizeof *p);
+	if (!p)
+		return -1;
+	p->c = c;
+	if (s->epfd >= 0) {
+		struct epoll_event ev = {.events = 0, .data.ptr = p};
+		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, ipc_conn_fd(c), &ev) < 0) {
+			free(p);
+			return -1;
+		}
+	}
+	s->peers[s->npeers++] = p;
 	s->accepted++;
 	return 0;
 }
@@ -200,6 +222,38 @@ static void accept_all(struct server *s)
 		}
 }
 
+static int settle_listener(struct server *s);
+
+/* Nothing happened for tick_ms: 1 to stop serving (our own clients are
+ * all gone and nobody is left to serve, or IDLE_LIMIT_MS passed). */
+static int idle_tick(struct server *s, int *idle_ms, int tick_ms)
+{
+	if (s->kids && !reap_kids(s->kids, 0) && !s->npeers) {
+		if (s->epfd >= 0)
+			settle_listener(s); /* new connections get armed */
+		else
+			accept_all(s);
+		if (!s->npeers)
+			return 1;
+	}
+	if ((*idle_ms += tick_ms) >= IDLE_LIMIT_MS) {
+		fprintf(stderr, "server: no progress for %d s\n", IDLE_LIMIT_MS / 1000);
+		return 1;
+	}
+	return 0;
+}
+
+/* Close what is left; 0 if `clients` clients were served (or no count). */
+static int finish_serving(struct server *s, long clients)
+{
+	int ok = clients == 0 || s->finished >= clients;
+	while (s->npeers)
+		drop_peer(s, s->npeers - 1, 0);
+	free(s->peers);
+	s->peers = NULL;
+	return ok ? 0 : -1;
+}
+
 /* Serve until `clients` clients have finished (0: forever).  0, or -1 when
  * nothing happened for IDLE_LIMIT_MS while clients were expected, or our
  * own client processes are all gone before that many came. */
@@ -219,8 +273,8 @@ static int serve(struct server *s, long clients)
 		items[0] = (struct ipc_pollitem){.listener = s->l, .events = IPC_POLLIN};
 		for (size_t i = 0; i < s->npeers; i++)
 			items[i + 1] = (struct ipc_pollitem){
-				.conn = s->peers[i].c,
-				.events = s->peers[i].reply ? IPC_POLLOUT : IPC_POLLIN,
+				.conn = s->peers[i]->c,
+				.events = s->peers[i]->reply ? IPC_POLLOUT : IPC_POLLIN,
 			};
 		size_t n = s->npeers + 1;
 		int r = ipc_poll(items, n, clients ? tick_ms : -1);
@@ -231,16 +285,8 @@ static int serve(struct server *s, long clients)
 			break;
 		}
 		if (r == 0) {
-			/* our clients all gone and none left to serve: stop */
-			if (s->kids && !reap_kids(s->kids, 0) && !s->npeers) {
-				accept_all(s);
-				if (!s->npeers)
-					break;
-			}
-			if ((idle_ms += tick_ms) >= IDLE_LIMIT_MS) {
-				fprintf(stderr, "server: no progress for %d s\n", IDLE_LIMIT_MS / 1000);
+			if (idle_tick(s, &idle_ms, tick_ms))
 				break;
-			}
 			continue;
 		}
 		idle_ms = 0;
@@ -248,7 +294,7 @@ static int serve(struct server *s, long clients)
 		for (size_t i = n - 1; i >= 1; i--) {
 			if (!items[i].revents)
 				continue;
-			enum step st = serve_peer(s, &s->peers[i - 1]);
+			enum step st = serve_peer(s, s->peers[i - 1]);
 			if (st != STEP_KEEP) {
 				if (st == STEP_FAILED)
 					fprintf(stderr, "server: client %zu: %s\n", i - 1, strerror(errno));
@@ -259,11 +305,122 @@ static int serve(struct server *s, long clients)
 			accept_all(s);
 	}
 	free(items);
-	int ok = clients == 0 || s->finished >= clients;
-	while (s->npeers)
-		drop_peer(s, s->npeers - 1, 0);
-	free(s->peers);
-	return ok ? 0 : -1;
+	return finish_serving(s, clients);
+}
+
+/* ---- the same server on the application's own epoll ------------------ */
+
+/* poll(2) events (from ipc_conn_ready) -> epoll events */
+static uint32_t to_epoll(short pev)
+{
+	return (pev & POLLIN ? EPOLLIN : 0) | (pev & POLLOUT ? EPOLLOUT : 0);
+}
+
+static size_t index_of(const struct server *s, const struct peer *p)
+{
+	size_t i = 0;
+	while (s->peers[i] != p)
+		i++;
+	return i;
+}
+
+/* Serve p until ipc_conn_ready() says it must wait, then arm epoll with
+ * the poll(2) events it names (the library may need POLLOUT on its
+ * descriptor to move a held reply even though we wait for input).
+ * STEP_KEEP once armed.  A readiness that moves nothing, again and again,
+ * is a spin: reported as a failure. */
+static enum step settle_peer(struct server *s, struct peer *p)
+{
+	int idle_rounds = 0;
+	while (idle_rounds < SPIN_LIMIT) {
+		long before = s->requests;
+		int had_reply = p->reply != NULL;
+		enum step st = serve_peer(s, p);
+		if (st != STEP_KEEP)
+			return st;
+		int moved = s->requests != before || (had_reply && !p->reply);
+		idle_rounds = moved ? 0 : idle_rounds + 1;
+		short pev = 0;
+		int r = ipc_conn_ready(p->c, p->reply ? IPC_POLLOUT : IPC_POLLIN, &pev);
+		if (r < 0)
+			return STEP_FAILED;
+		if (r == 0) {
+			struct epoll_event ev = {.events = to_epoll(pev), .data.ptr = p};
+			return epoll_ctl(s->epfd, EPOLL_CTL_MOD, ipc_conn_fd(p->c), &ev) < 0 ? STEP_FAILED : STEP_KEEP;
+		}
+	}
+	fprintf(stderr, "server: ipc_conn_ready() said ready %d times and nothing moved\n", SPIN_LIMIT);
+	errno = EBUSY;
+	return STEP_FAILED;
+}
+
+/* Accept what is waiting, serve the new connections, re-arm the
+ * listener.  -1 on failure. */
+static int settle_listener(struct server *s)
+{
+	for (;;) {
+		size_t before = s->npeers;
+		accept_all(s);
+		for (size_t i = s->npeers; i-- > before;) { /* from the back: see serve() */
+			enum step st = settle_peer(s, s->peers[i]);
+			if (st != STEP_KEEP)
+				drop_peer(s, i, st == STEP_DONE);
+		}
+		short pev = 0;
+		int r = ipc_listener_ready(s->l, IPC_POLLIN, &pev);
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			struct epoll_event ev = {.events = to_epoll(pev), .data.ptr = NULL};
+			return epoll_ctl(s->epfd, EPOLL_CTL_MOD, ipc_listener_fd(s->l), &ev);
+		}
+	}
+}
+
+/* As serve(), with epoll_wait() on ipc_listener_fd() and ipc_conn_fd(). */
+static int serve_epoll(struct server *s, long clients)
+{
+	struct epoll_event lev = {.events = 0, .data.ptr = NULL};
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, ipc_listener_fd(s->l), &lev) < 0 || settle_listener(s) < 0) {
+		fprintf(stderr, "server: epoll: %s\n", strerror(errno));
+		finish_serving(s, clients);
+		return -1;
+	}
+	int idle_ms = 0, tick_ms = s->kids ? 1000 : IDLE_LIMIT_MS;
+	while (clients == 0 || s->finished < clients) {
+		struct epoll_event evs[64];
+		int n = epoll_wait(s->epfd, evs, 64, clients ? tick_ms : -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "server: epoll_wait: %s\n", strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			if (idle_tick(s, &idle_ms, tick_ms))
+				break;
+			continue;
+		}
+		idle_ms = 0;
+		for (int k = 0; k < n; k++) {
+			struct peer *p = evs[k].data.ptr;
+			if (!p) {
+				if (settle_listener(s) < 0) {
+					fprintf(stderr, "server: accept: %s\n", strerror(errno));
+					finish_serving(s, clients);
+					return -1;
+				}
+				continue;
+			}
+			enum step st = settle_peer(s, p);
+			if (st != STEP_KEEP) {
+				if (st == STEP_FAILED)
+					fprintf(stderr, "server: client: %s\n", strerror(errno));
+				drop_peer(s, index_of(s, p), st == STEP_DONE);
+			}
+		}
+	}
+	return finish_serving(s, clients);
 }
 
 /* ---- the clients ----------------------------------------------------- */
@@ -372,7 +529,7 @@ static void print_json(const char *addr, const struct server *s, long clients, l
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: server [-c CLIENTS] [-r ROUNDS] [--capacity BYTES] [--json] [ADDR]\n"
+	fprintf(stderr, "usage: server [-c CLIENTS] [-r ROUNDS] [--capacity BYTES] [--json] [--epoll] [ADDR]\n"
 			"       server --serve [-c CLIENTS] ADDR\n"
 			"       server --client [-c CLIENTS] [-r ROUNDS] ADDR\n");
 	return EXIT_USAGE;
@@ -383,11 +540,12 @@ int main(int argc, char **argv)
 	enum { MODE_BOTH, MODE_SERVE, MODE_CLIENT } mode = MODE_BOTH;
 	long clients = -1, rounds = 200;
 	size_t capacity = 0;
-	int json = 0;
+	int json = 0, use_epoll = 0;
 	static const struct option opts[] = {
 		{"serve", no_argument, NULL, 's'},   {"client", no_argument, NULL, 'C'},
 		{"clients", required_argument, NULL, 'c'}, {"rounds", required_argument, NULL, 'r'},
 		{"capacity", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
+		{"epoll", no_argument, NULL, 'e'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch;
@@ -399,6 +557,7 @@ int main(int argc, char **argv)
 		case 'r': rounds = atol(optarg); break;
 		case 'b': capacity = (size_t)atol(optarg); break;
 		case 'j': json = 1; break;
+		case 'e': use_epoll = 1; break;
 		default: return usage();
 		}
 	}
@@ -425,7 +584,9 @@ int main(int argc, char **argv)
 		return kids.failed ? EXIT_CHECK : EXIT_OK;
 	}
 
-	struct server s = {0};
+	struct server s = {.epfd = -1};
+	if (use_epoll && (s.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+		return EXIT_SETUP;
 	struct ipc_options lo;
 	ipc_options_init(&lo);
 	if (capacity)
@@ -444,7 +605,9 @@ int main(int argc, char **argv)
 			return EXIT_SETUP;
 		s.kids = &kids;
 	}
-	int r = serve(&s, clients);
+	int r = use_epoll ? serve_epoll(&s, clients) : serve(&s, clients);
+	if (s.epfd >= 0)
+		close(s.epfd);
 	ipc_listener_close(s.l);
 	reap_kids(&kids, 1);
 	free(kids.pid);

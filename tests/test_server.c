@@ -50,3 +50,21 @@ CTEST(server_example_big_replies)
 	int rc = run_server(scheme, "-c 10 -r 30 --capacity 4096", &ms);
 	CHECKF(rc == 0, "examples/server --capacity 4096 exited %d after %lld ms", rc, (long long)ms);
 }
+
+/* The same server on the application's own epoll (ipc_conn_fd(), armed
+ * with the events ipc_conn_ready() names), with replies up to 16 times
+ * the capacity: a descriptor that never fires, or a readiness that moves
+ * nothing 10,000 times in a row (a spin), fails the run. */
+CTEST(server_example_epoll)
+{
+	TEST_TIMEOUT(120);
+	const char *san = t_env("IPC_SAN");
+	int rounds = !*san ? 100 : strstr(san, "thread") ? 20 : 50;
+	char args[64];
+	snprintf(args, sizeof args, "--epoll -c 50 -r %d", rounds);
+	int64_t ms;
+	int rc = run_server(scheme, args, &ms);
+	CHECKF(rc == 0, "examples/server %s exited %d after %lld ms", args, rc, (long long)ms);
+	rc = run_server(scheme, "--epoll -c 10 -r 30 --capacity 4096", &ms);
+	CHECKF(rc == 0, "examples/server --epoll --capacity 4096 exited %d after %lld ms", rc, (long long)ms);
+}
