@@ -234,11 +234,18 @@ static void packet_discard(int fd)
 		;
 }
 
-/* Refuse a candidate: take its packet (so that it reads our reply, not a
- * reset), reply status, close. */
+/* Refuse a candidate: take what it sent (a socket closed with unread data
+ * makes the peer read ECONNRESET before our reply), reply status, close. */
 static void refuse(struct ipc__rdv_listener *l, int fd, enum ipc__rdv_status status)
 {
-	packet_discard(fd);
+	unsigned char junk;
+	for (int i = 0; i < 16; i++) {
+		ssize_t r = recv(fd, &junk, 1, MSG_DONTWAIT);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+	}
 	l->ops->reply(l, fd, status);
 	ipc__close_fd(fd);
 }
@@ -359,8 +366,7 @@ static void admit(struct ipc__rdv_listener *l, int fd)
 		return;
 	}
 	if (!ipc__mode_allows(l->mode, &cr)) {
-		l->ops->reply(l, fd, IPC__RDV_ACCESS);
-		ipc__close_fd(fd);
+		refuse(l, fd, IPC__RDV_ACCESS);
 		return;
 	}
 	struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
@@ -390,8 +396,7 @@ static int pend_room(struct ipc__rdv_listener *l)
 	if (ipc__now() - l->pend[0].since < IPC__RDV_PENDING_NS)
 		return 0;
 	ep_del(l, l->pend[0].fd);
-	l->ops->reply(l, l->pend[0].fd, IPC__RDV_BUSY);
-	ipc__close_fd(l->pend[0].fd);
+	refuse(l, l->pend[0].fd, IPC__RDV_BUSY);
 	pend_remove(l, 0);
 	return 1;
 }
@@ -442,12 +447,10 @@ static void step(struct ipc__rdv_listener *l)
 
 void ipc__rdv_offer(struct ipc__rdv_listener *l, int fd)
 {
-	if (!pend_room(l)) {
-		l->ops->reply(l, fd, IPC__RDV_BUSY);
-		ipc__close_fd(fd);
-	} else {
+	if (pend_room(l))
 		admit(l, fd);
-	}
+	else
+		refuse(l, fd, IPC__RDV_BUSY);
 	step(l);
 }
 
