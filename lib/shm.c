@@ -432,7 +432,7 @@ static void sock_check(struct shm_conn *c, int do_poll)
 			if (c->side == 1) /* a client sends nothing else after the hello */
 				atomic_store(&c->sock_err, EPROTO);
 			else if (b != 0)
-				atomic_store(&c->sock_err, (int)b);
+				atomic_store(&c->sock_err, ipc__rdv_status_errno(b));
 			continue;
 		}
 		if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))

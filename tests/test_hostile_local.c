@@ -602,3 +602,56 @@ TEST(access_mode_matrix_unix_abstract)
 {
 	mode_matrix("unix@");
 }
+
+/* The same bytes from a listener of our own uid: connect does not wait
+ * for the reply, the data path reads it; every call then fails with
+ * EPROTO, never with the byte as errno (EINTR, EAGAIN). */
+static void status_lazy(const char *scheme, unsigned char status)
+{
+	char bound[IPC_ADDR_MAX + 1];
+	snprintf(bound, sizeof bound, "%s", t_addr(scheme));
+	struct sockaddr_un sa;
+	socklen_t sl = rdv_addr(bound, &sa);
+	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sl) == 0 && listen(lfd, 8) == 0);
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.recv_timeout_ms = 1000;
+	o.send_timeout_ms = 1000;
+	ipc_conn *c = ipc_connect(bound, &o);
+	CHECKF(c != NULL, "%s: connect to a raw listener of our uid", scheme);
+	int fd = accept(lfd, NULL, NULL);
+	CHECK(fd >= 0);
+	char junk[256];
+	CHECK(recv(fd, junk, sizeof junk, 0) > 0);
+	unsigned char reply[16] = {0};
+	size_t len = 1;
+	reply[0] = status;
+	if (!strcmp(scheme, "mq")) {
+		memcpy(reply, "LIPQ", 4);
+		reply[4] = 2;
+		reply[5] = status;
+		len = 16;
+	}
+	CHECK(send(fd, reply, len, MSG_NOSIGNAL) == (ssize_t)len);
+	char b[8];
+	for (int i = 0; i < 3; i++) {
+		errno = 0;
+		ssize_t r = ipc_recv(c, b, sizeof b, 0);
+		int e = errno;
+		CHECKF(r < 0 && e == EPROTO, "%s: status byte %d, recv %d: %zd, errno %d (%s), expected EPROTO", scheme,
+		       status, i, r, e, strerror(e));
+	}
+	ipc_close(c);
+	close(fd);
+	close(lfd);
+}
+
+TEST(hostile_row6_status_bytes_same_uid)
+{
+	const unsigned char bytes[] = {4 /* EINTR */, 11 /* EAGAIN */, 1, 200};
+	for (size_t i = 0; i < sizeof bytes; i++) {
+		status_lazy("shm", bytes[i]);
+		status_lazy("mq", bytes[i]);
+	}
+}
