@@ -11,6 +11,10 @@
  *             descriptor into a message connection (handshake, length
  *             prefixes, bounded buffering).  unix.c and tcp.c only make the
  *             descriptor and hand it to ipc__stream_new().
+ *   rendezvous.c
+ *             the local rendezvous shm and mq share (abstract SEQPACKET
+ *             socket, descriptor passing, bounded listener queues, the
+ *             access rule of access.c applied in both directions).
  *   unix.c, tcp.c, shm.c, mq.c
  *             one transport each; each exports one struct ipc__transport.
  *

@@ -2,24 +2,26 @@
  *
  * A POSIX queue is not a connection, so connections are built on top:
  *
- * Rendezvous.  The listener binds the Linux abstract unix socket
- * "\0libipc-mq:/name" (names too long for sun_path are hashed).  It has no
- * file and vanishes with the listener, so nothing can be left behind.
+ * Rendezvous: lib/rendezvous.c (protocol in ipc_impl.h).  The listener
+ * binds the Linux abstract SEQPACKET socket "\0libipc-mq:/name" (names
+ * too long for sun_path are hashed).  It has no file and vanishes with the
+ * listener, so nothing can be left behind.
  *
- * Connect.  The client connects that socket, then creates the two queues of
- * the connection (client->server, server->client) under random names with
- * O_CREAT|O_EXCL and opt.mode, opens each twice (one blocking, one
- * O_NONBLOCK open file description) and unlinks the names at once: no name
- * outlives mq_open + mq_unlink (a few microseconds; a SIGKILL exactly in
- * that window is the only way to leave a name).  The four descriptors
- * (mqueue descriptors are real fds on Linux) travel to the listener with
- * SCM_RIGHTS in a 16-byte hello: "LIPQ", version 2, status, pad, u32 max
- * message size, u32 0.  connect never waits for accept.  accept validates
- * the hello and the descriptors (mqueue fs, flags, sane attributes),
- * enforces opt.mode against the client's SO_PEERCRED (owner/group/other rw
- * bits, root always allowed) and answers with the same hello (status 0, or
- * an errno: EPROTO, EACCES), which the client reads lazily; a refused
- * client sees that errno on its next calls.
+ * Connect.  The client connects that socket and checks who listens
+ * (ipc__listener_trusted, EPERM) before it makes anything; then it creates
+ * the two queues of the connection (client->server, server->client) under
+ * random names with O_CREAT|O_EXCL and opt.mode, opens each twice (one
+ * blocking, one O_NONBLOCK open file description) and unlinks the names at
+ * once.  The four descriptors (mqueue descriptors are real fds on Linux)
+ * travel to the listener with SCM_RIGHTS in a 16-byte hello: "LIPQ",
+ * version 2, status, pad, u32 max message size, u32 0.  connect waits for
+ * accept only when the listener runs under another uid (its verdict on
+ * our mode).  accept (mq_build) validates the hello and the descriptors
+ * (mqueue fs, O_RDWR, O_NONBLOCK as expected, message size within our own
+ * capacity / max_msg_size), the rendezvous enforces opt.mode against the
+ * client's SO_PEERCRED (ipc__mode_allows) and answers with the same hello
+ * carrying a status (enum ipc__rdv_status), which the client reads lazily
+ * (peer_check); a status that is not one of those codes is EPROTO.
  *
  * Queue attributes: msg_max and msgsize_max are read from
  * /proc/sys/fs/mqueue at run time (fallback 10 / 8192).  maxmsg =

@@ -27,29 +27,27 @@
  * POLLHUP on it (and on the wake sockets); an orderly close also sets a
  * CLOSED word in the shared header before the sockets are closed.
  *
- * Accept never waits on one slow peer: accepted sockets whose hello has not
- * arrived wait in a bounded pending set watched by the listener's epoll
- * descriptor (the listener's readiness fd); complete, validated candidates
- * wait in a small ready queue; accept order is connect order.  The hello
- * is read with MSG_PEEK and only taken once the connection is built, so a
- * resource failure (EMFILE, ENOMEM) is reported by accept and the
- * candidate stays queued.  Validation never trusts the peer: exact hello
- * size and fd count, magic, version (EPROTO: the candidate gets an EPROTO
- * status byte and is dropped), capacities and sizes in range and
- * consistent, fstat size of the memfd equal to the layout we compute
- * ourselves, F_SEAL_SHRINK present, wake descriptors really unix stream
- * sockets (a pipe could raise SIGPIPE).
+ * The listener side (pending and ready queues, the mode check, the
+ * reply) and the client's connect, identity check and hello are the
+ * shared rendezvous of lib/rendezvous.c (protocol in ipc_impl.h); this
+ * file gives it the hello and its validation (shm_build): exact hello size
+ * and fd count, magic, version, capacities and sizes in range and
+ * consistent, rings no larger than our own capacity / max_msg_size allow
+ * (IPC__RDV_LIMIT), the memfd a tmpfs file of exactly the size we compute,
+ * opened read-write, sealed SHRINK|GROW|SEAL and not WRITE (a mapping that
+ * fails refuses only that candidate), wake descriptors really unix stream
+ * sockets (a pipe could raise SIGPIPE).  Our own sends hold at most our
+ * capacity, whatever ring the client made.  The reply is one status byte
+ * (enum ipc__rdv_status), which the data path reads like any other byte on
+ * the socket and ignores when it is 0.
  *
- * Security.  Only the two processes hold the memfd; it has no name.
- * Abstract sockets have no permissions, so opt.mode of the listener is
- * enforced at accept from SO_PEERCRED: a peer of another uid needs the
- * "other" write bit (or the "group" write bit and our gid); root peers are
- * allowed.  A refused peer gets an EACCES status byte and is dropped.  A
- * client whose listener runs under another uid (SO_PEERCRED of the
- * listener) waits in connect (up to connect_timeout) for the listener's
- * verdict (one status byte, 0 = accepted), so a refusal is reported by
- * connect as EACCES; such a connect therefore completes only when the
- * server calls accept.  Same-uid connects never wait.
+ * Security.  Only the two processes hold the memfd; it has no name.  Who
+ * may connect is ipc__mode_allows (lib/access.c) on SO_PEERCRED; who a
+ * client trusts is ipc__listener_trusted, checked before the memfd is even
+ * made.  A client whose listener runs under another uid waits in connect
+ * (up to connect_timeout) for the listener's verdict, so a refusal is
+ * reported by connect as EACCES; same-uid connects never wait.  The memfd
+ * is sized only after RLIMIT_FSIZE is checked (EFBIG, never SIGXFSZ).
  *
  * Rings.  One single-producer single-consumer byte ring per direction,
  * capacity = opt.capacity of the client (the ring storage is rounded up to
