@@ -412,7 +412,7 @@ int ipc__rdv_peek_reply(int fd, void *buf, size_t len, int64_t deadline);
 #define IPC__RDV_MAX_HELLO 256   /* largest hello any transport defines */
 #define IPC__RDV_MAX_PENDING 128 /* accepted sockets waiting for their hello */
 #define IPC__RDV_MAX_READY 64    /* built connections waiting for accept */
-#define IPC__RDV_PENDING_NS ((int64_t)250000000) /* how long a silent peer may
+#define IPC__RDV_PENDING_NS ((int64_t)50000000) /* how long a silent peer may
                                  hold a slot once the pending set is full */
 
 /* What ops->build decided. */

@@ -408,6 +408,10 @@ static void watch_update(struct ipc__rdv_listener *l)
 {
 	int full = l->npend == IPC__RDV_MAX_PENDING || l->nready == IPC__RDV_MAX_READY;
 	struct itimerspec its;
+	uint64_t ticks; /* clear an old expiry first: reading after arming
+	                   could swallow the new one, and no wait would end */
+	while (read(l->tfd, &ticks, sizeof ticks) < 0 && errno == EINTR)
+		;
 	memset(&its, 0, sizeof its);
 	if (full && l->npend == IPC__RDV_MAX_PENDING && l->nready < IPC__RDV_MAX_READY) {
 		int64_t at = l->pend[0].since + IPC__RDV_PENDING_NS;
@@ -417,9 +421,6 @@ static void watch_update(struct ipc__rdv_listener *l)
 			its.it_value.tv_nsec = 1;
 	}
 	timerfd_settime(l->tfd, TFD_TIMER_ABSTIME, &its, NULL);
-	uint64_t ticks;
-	while (read(l->tfd, &ticks, sizeof ticks) < 0 && errno == EINTR)
-		;
 	if (full == !l->lfd_on)
 		return;
 	struct epoll_event ev = {.events = full ? 0 : EPOLLIN, .data.fd = l->lfd};

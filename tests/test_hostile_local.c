@@ -186,13 +186,13 @@ static void pending_flood(const char *scheme, int timeout_ms)
 TEST(hostile_row1_pending_flood_shm)
 {
 	pending_flood("shm", -1);
-	pending_flood("shm", 1000);
+	pending_flood("shm", 3000);
 }
 
 TEST(hostile_row1_pending_flood_mq)
 {
 	pending_flood("mq", -1);
-	pending_flood("mq", 1000);
+	pending_flood("mq", 3000);
 }
 
 /* ---- row 2: an unusable memfd ----------------------------------------- */
