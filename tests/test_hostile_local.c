@@ -1,5 +1,6 @@
 /* test_hostile_local.c - hostile peers of the local rendezvous (shm, mq,
- * unix identity): issue 10 rows 1, 2, 5, 6, 9, 10, the access rule as a
+ * unix identity): issue 10 rows 1, 2, 5, 6, 9, 10 (on shm and mq where
+ * they apply), the access rule as a
  * matrix of modes x peers, and many half-open peers under blocking and
  * timed accepts.  Raw peers are plain SEQPACKET sockets speaking the
  * rendezvous (lib/rendezvous.c); another uid is nobody in a forked child
@@ -7,6 +8,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <grp.h>
+#include <mqueue.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -654,4 +656,136 @@ TEST(hostile_row6_status_bytes_same_uid)
 		status_lazy("shm", bytes[i]);
 		status_lazy("mq", bytes[i]);
 	}
+}
+
+/* ---- mq: the same checks on queues ------------------------------------ */
+
+/* One queue opened blocking and non-blocking (name unlinked at once). */
+static void raw_queue(long msgsize, int fds[2])
+{
+	char n[64];
+	snprintf(n, sizeof n, "/ipct-hl-%d-%u", (int)getpid(), ++addr_seq);
+	struct mq_attr a = {.mq_maxmsg = 2, .mq_msgsize = msgsize};
+	fds[0] = mq_open(n, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &a);
+	CHECKF(fds[0] >= 0, "mq_open msgsize %ld", msgsize);
+	fds[1] = mq_open(n, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	CHECK(fds[1] >= 0);
+	mq_unlink(n);
+}
+
+/* A raw mq client sending fds (4) with a valid hello; returns the socket. */
+static int raw_mq_client(const char *bound, const int fds[4])
+{
+	unsigned char h[16] = {'L', 'I', 'P', 'Q', 2, 0};
+	uint32_t max = 1 << 20;
+	memcpy(h + 8, &max, 4);
+	int fd = raw_connect(bound);
+	send_fds(fd, h, sizeof h, fds, 4);
+	return fd;
+}
+
+/* The status of the 16-byte reply a raw mq client got, or -1. */
+static int mq_status(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	for (int tries = 0; tries < 2; tries++) {
+		if (poll(&p, 1, ms) != 1)
+			return -1;
+		unsigned char h[16];
+		ssize_t r = recv(fd, h, sizeof h, MSG_DONTWAIT);
+		if (r == 16 && !memcmp(h, "LIPQ", 4))
+			return h[5];
+		if (r < 0 && errno == ECONNRESET)
+			continue;
+		return -1;
+	}
+	return -1;
+}
+
+TEST(hostile_row9_queue_limit_mq)
+{
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.capacity = 4096;
+	o.max_msg_size = 64;
+	o.recv_timeout_ms = 300;
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("mq", &o, bound);
+	int q[4];
+	raw_queue(8192, q);
+	raw_queue(8192, q + 2);
+	int fd = raw_mq_client(bound, q);
+	ipc_conn *s = ipc_accept(l, 0);
+	int e = errno;
+	CHECKF(s == NULL && e == ETIMEDOUT, "queues of 8192-byte messages were %s (errno %d)",
+	       s ? "accepted" : "not accepted", e);
+	int st = mq_status(fd, 2000);
+	CHECKF(st == EMSGSIZE, "status %d, expected %d (EMSGSIZE): message size over capacity and max_msg_size", st,
+	       EMSGSIZE);
+	for (int i = 0; i < 4; i++)
+		close(q[i]);
+	close(fd);
+	/* within the bound: accepted */
+	raw_queue(4096, q);
+	raw_queue(4096, q + 2);
+	fd = raw_mq_client(bound, q);
+	s = ipc_accept(l, 0);
+	CHECKF(s != NULL, "queues of 4096-byte messages were refused");
+	ipc_close(s);
+	for (int i = 0; i < 4; i++)
+		close(q[i]);
+	close(fd);
+	CHECK(ipc_listener_close(l) == 0);
+}
+
+/* Descriptors of the wrong kind or flags refuse only that candidate. */
+TEST(hostile_row2_bad_queues_mq)
+{
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.recv_timeout_ms = 2000;
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("mq", &o, bound);
+	uint64_t seq = 1;
+	for (int k = 0; k < 3; k++) {
+		int q[4], p[2] = {-1, -1};
+		raw_queue(1024, q);
+		raw_queue(1024, q + 2);
+		const char *what;
+		if (k == 0) { /* a pipe instead of a queue */
+			CHECK(pipe(p) == 0);
+			close(q[3]);
+			q[3] = p[1];
+			what = "a pipe";
+		} else if (k == 1) { /* blocking where non-blocking is expected */
+			close(q[1]);
+			q[1] = dup(q[0]);
+			what = "the wrong O_NONBLOCK";
+		} else { /* one queue read-only */
+			char n[64];
+			snprintf(n, sizeof n, "/ipct-hl-ro-%d", (int)getpid());
+			struct mq_attr a = {.mq_maxmsg = 2, .mq_msgsize = 1024};
+			int ro = mq_open(n, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &a);
+			CHECK(ro >= 0);
+			int nb = mq_open(n, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+			CHECK(nb >= 0);
+			mq_unlink(n);
+			close(q[2]);
+			close(q[3]);
+			q[2] = ro;
+			q[3] = nb;
+			what = "read-only queues";
+		}
+		int fd = raw_mq_client(bound, q);
+		honest_round(l, bound, seq++);
+		int st = mq_status(fd, 2000);
+		CHECKF(st == EPROTO, "%s: status %d, expected %d (EPROTO)", what, st, EPROTO);
+		for (int i = 0; i < 4; i++)
+			close(q[i]);
+		if (p[0] >= 0)
+			close(p[0]);
+		close(fd);
+	}
+	CHECK_FAILS(ipc_accept(l, IPC_DONTWAIT), EAGAIN);
+	CHECK(ipc_listener_close(l) == 0);
 }
