@@ -492,20 +492,21 @@ struct ipc__rdv_listener {
 	int err;         /* resource error for the next accept to report */
 };
 
-/* Bind and listen on sa; fill l (ops, mode from o).  EADDRINUSE when the
- * name is taken (by another listener, or squatted).  0 or -1 (l is then
- * released). */
-int ipc__rdv_listen(struct ipc__rdv_listener *l, const struct ipc__rdv_ops *ops, const struct sockaddr_un *sa,
-		    socklen_t salen, const struct ipc_options *o);
+/* A listener of size bytes (the transport's struct, which embeds struct
+ * ipc__rdv_listener first; zeroed) bound and listening on sa, with ops
+ * and the mode of o.  EADDRINUSE when the name is taken (by another
+ * listener, or squatted).  NULL on failure. */
+struct ipc__rdv_listener *ipc__rdv_listener_new(size_t size, const struct ipc__rdv_ops *ops,
+						const struct sockaddr_un *sa, socklen_t salen,
+						const struct ipc_options *o);
 
-/* The transport slots accept, listener_fd, listener_ready and (with the
- * transport's own free) listener_close, for a struct ipc__rdv_listener. */
+/* The transport slots accept, listener_fd, listener_ready and
+ * listener_close (drops everything pending or ready, frees the listener)
+ * for a struct ipc__rdv_listener. */
 struct ipc_conn *ipc__rdv_accept(struct ipc_listener *l, int64_t deadline);
 int ipc__rdv_listener_fd(const struct ipc_listener *l);
 int ipc__rdv_listener_ready(struct ipc_listener *l, int events, short *pollev);
-/* Drop everything pending or ready and close the sockets; does not free
- * l. */
-void ipc__rdv_listener_release(struct ipc__rdv_listener *l);
+void ipc__rdv_listener_close(struct ipc_listener *l);
 
 /* Internal entry point (fuzz targets, tests compiled with lib/): treat fd,
  * a connected SEQPACKET socket, as if accept4 had just returned it (mode

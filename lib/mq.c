@@ -1460,32 +1460,19 @@ static struct ipc_listener *mq_listen(const char *name, const struct ipc_options
 	socklen_t sl;
 	if (check_name(name) < 0 || rendezvous_addr(name, &sa, &sl) < 0)
 		return NULL;
-	struct mq_listener *l = calloc(1, sizeof *l);
+	struct mq_listener *l = (struct mq_listener *)ipc__rdv_listener_new(sizeof *l, &mq_rdv_ops, &sa, sl, o);
 	if (!l)
 		return NULL;
 	l->max_msg = o->max_msg_size;
 	size_t big = o->max_msg_size + 8 > o->capacity ? o->max_msg_size + 8 : o->capacity;
 	l->msgsize_max = big > ((size_t)16 << 20) ? (16L << 20) : (long)big;
 	memcpy(l->name, name, strlen(name) + 1);
-	if (ipc__rdv_listen(&l->rdv, &mq_rdv_ops, &sa, sl, o) < 0) {
-		int e = errno;
-		free(l);
-		errno = e;
-		return NULL;
-	}
 	return &l->rdv.base;
 }
 
 static int mq_listener_addr(const struct ipc_listener *ll, char *buf, size_t len)
 {
 	return ipc__format(buf, len, "mq:%s", ((const struct mq_listener *)ll)->name);
-}
-
-static void mq_listener_close(struct ipc_listener *ll)
-{
-	struct mq_listener *l = (struct mq_listener *)ll;
-	ipc__rdv_listener_release(&l->rdv);
-	free(l);
 }
 
 const struct ipc__transport ipc__mq_transport = {
@@ -1495,7 +1482,7 @@ const struct ipc__transport ipc__mq_transport = {
 	.listener_addr = mq_listener_addr,
 	.listener_fd = ipc__rdv_listener_fd,
 	.listener_ready = ipc__rdv_listener_ready,
-	.listener_close = mq_listener_close,
+	.listener_close = ipc__rdv_listener_close,
 	.connect = mq_connect,
 	.send = mq_send_slot,
 	.recv = mq_recv_slot,

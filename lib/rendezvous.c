@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -455,16 +456,19 @@ void ipc__rdv_offer(struct ipc__rdv_listener *l, int fd)
 	step(l);
 }
 
-int ipc__rdv_listen(struct ipc__rdv_listener *l, const struct ipc__rdv_ops *ops, const struct sockaddr_un *sa,
-		    socklen_t salen, const struct ipc_options *o)
+struct ipc__rdv_listener *ipc__rdv_listener_new(size_t size, const struct ipc__rdv_ops *ops,
+						const struct sockaddr_un *sa, socklen_t salen,
+						const struct ipc_options *o)
 {
+	struct ipc__rdv_listener *l = calloc(1, size);
+	if (!l)
+		return NULL;
 	l->ops = ops;
 	l->mode = o->mode;
-	l->npend = l->nready = l->err = 0;
 	l->epfd = l->tfd = -1;
 	l->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (l->lfd < 0)
-		return -1;
+		goto fail;
 	if (bind(l->lfd, (const struct sockaddr *)sa, salen) < 0 || listen(l->lfd, SOMAXCONN) < 0)
 		goto fail;
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -480,12 +484,15 @@ int ipc__rdv_listen(struct ipc__rdv_listener *l, const struct ipc__rdv_ops *ops,
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->tfd, &ev) < 0)
 		goto fail;
 	l->lfd_on = 1;
-	return 0;
-fail:
+	return l;
+fail:;
+	int e = errno;
 	ipc__close_fd(l->lfd);
 	ipc__close_fd(l->epfd);
 	ipc__close_fd(l->tfd);
-	return -1;
+	free(l);
+	errno = e;
+	return NULL;
 }
 
 struct ipc_conn *ipc__rdv_accept(struct ipc_listener *ll, int64_t deadline)
@@ -527,8 +534,9 @@ int ipc__rdv_listener_ready(struct ipc_listener *ll, int events, short *pollev)
 	return 0;
 }
 
-void ipc__rdv_listener_release(struct ipc__rdv_listener *l)
+void ipc__rdv_listener_close(struct ipc_listener *ll)
 {
+	struct ipc__rdv_listener *l = (struct ipc__rdv_listener *)ll;
 	while (l->npend)
 		ipc__close_fd(l->pend[--l->npend].fd);
 	while (l->nready)
@@ -536,5 +544,5 @@ void ipc__rdv_listener_release(struct ipc__rdv_listener *l)
 	ipc__close_fd(l->lfd);
 	ipc__close_fd(l->epfd);
 	ipc__close_fd(l->tfd);
-	l->lfd = l->epfd = l->tfd = -1;
+	free(l);
 }

@@ -1480,32 +1480,20 @@ static struct ipc_listener *shm_listen(const char *name, const struct ipc_option
 	socklen_t salen;
 	if (shm_sockaddr(name, &sa, &salen) < 0)
 		return NULL;
-	struct shm_listener *l = calloc(1, sizeof *l);
+	struct shm_listener *l =
+		(struct shm_listener *)ipc__rdv_listener_new(sizeof *l, &shm_rdv_ops, &sa, salen, o);
 	if (!l)
 		return NULL;
 	l->tx_cap_max = o->capacity;
 	size_t big = o->max_msg_size + 4 > o->capacity ? o->max_msg_size + 4 : o->capacity;
 	l->ring_max = pow2_at_least(big);
 	memcpy(l->name, name, strlen(name) + 1);
-	if (ipc__rdv_listen(&l->rdv, &shm_rdv_ops, &sa, salen, o) < 0) {
-		int e = errno;
-		free(l);
-		errno = e;
-		return NULL;
-	}
 	return &l->rdv.base;
 }
 
 static int shm_listener_addr(const struct ipc_listener *ll, char *buf, size_t len)
 {
 	return ipc__format(buf, len, "shm:%s", ((const struct shm_listener *)ll)->name);
-}
-
-static void shm_listener_close(struct ipc_listener *ll)
-{
-	struct shm_listener *l = (struct shm_listener *)ll;
-	ipc__rdv_listener_release(&l->rdv);
-	free(l);
 }
 
 /* ---- test hook --------------------------------------------------------- */
@@ -1572,7 +1560,7 @@ const struct ipc__transport ipc__shm_transport = {
 	.listener_addr = shm_listener_addr,
 	.listener_fd = ipc__rdv_listener_fd,
 	.listener_ready = ipc__rdv_listener_ready,
-	.listener_close = shm_listener_close,
+	.listener_close = ipc__rdv_listener_close,
 	.connect = shm_connect,
 	.send = shm_send,
 	.recv = shm_recv,
