@@ -414,6 +414,11 @@ int ipc__rdv_peek_reply(int fd, void *buf, size_t len, int64_t deadline);
 #define IPC__RDV_MAX_READY 64    /* built connections waiting for accept */
 #define IPC__RDV_PENDING_NS ((int64_t)50000000) /* how long a silent peer may
                                  hold a slot once the pending set is full */
+#define IPC__RDV_RETRY_NS ((int64_t)1000000000) /* how long a candidate the
+                                 listener lacks resources for is retried
+                                 (each failure reported by accept) before
+                                 it is dropped, so it cannot wedge the
+                                 queue for the candidates behind it */
 
 /* What ops->build decided. */
 enum ipc__rdv_verdict {

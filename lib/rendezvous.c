@@ -350,7 +350,10 @@ static void pend_scan(struct ipc__rdv_listener *l)
 		}
 		if (r == TAKE_RETRY) {
 			l->err = errno ? errno : ENOMEM;
-			return;
+			if (ipc__now() - l->pend[i].since < IPC__RDV_RETRY_NS)
+				return;
+			ep_del(l, l->pend[i].fd);
+			refuse(l, l->pend[i].fd, IPC__RDV_BUSY);
 		}
 		pend_remove(l, i);
 	}

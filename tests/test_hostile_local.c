@@ -789,3 +789,51 @@ TEST(hostile_row2_bad_queues_mq)
 	CHECK_FAILS(ipc_accept(l, IPC_DONTWAIT), EAGAIN);
 	CHECK(ipc_listener_close(l) == 0);
 }
+
+/* A candidate the listener cannot map for want of its own resources
+ * (here: RLIMIT_AS) is retried, each failure reported by accept, then
+ * dropped: it never wedges the honest clients behind it. */
+TEST(hostile_row2_unmappable_retry)
+{
+	if (*t_env("IPC_SAN"))
+		SKIP("sanitizers reserve address space: RLIMIT_AS cannot be set low");
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct ipc_options o;
+		ipc_options_init(&o);
+		o.recv_timeout_ms = 200;
+		char bound[IPC_ADDR_MAX + 1];
+		ipc_listener *l = t_listen("shm", &o, bound);
+		long vm = t_status_kib("VmSize");
+		struct rlimit rl = {(rlim_t)(vm + (48 << 10)) << 10, RLIM_INFINITY};
+		if (vm < 0 || setrlimit(RLIMIT_AS, &rl) < 0)
+			_exit(100);
+		/* rings of 32 MiB: a 64 MiB mapping, over what we may map */
+		int fd = raw_shm_client(bound, (uint64_t)32 << 20, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+		o.capacity = 4096;
+		ipc_conn *c = ipc_connect(bound, &o);
+		if (!c)
+			_exit(101);
+		int errs = 0;
+		int64_t t0 = t_now_ms();
+		ipc_conn *s = NULL;
+		while (!s && t_now_ms() - t0 < 5000) {
+			s = ipc_accept(l, 0);
+			if (!s && errno == ENOMEM)
+				errs++;
+		}
+		if (!s)
+			_exit(102);
+		int b = status_byte(fd, 1000);
+		printf("accepted after %lld ms, %d ENOMEM reports, the unmappable candidate got status %d\n",
+		       (long long)(t_now_ms() - t0), errs, b);
+		_exit(errs > 0 && b == ECONNREFUSED ? 0 : 103);
+	}
+	int st = t_wait(pid);
+	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "child: %d (100 setup, 101 honest connect failed, 102 honest never accepted, 103 no ENOMEM report "
+	       "or no BUSY status)",
+	       WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+}
