@@ -837,3 +837,47 @@ TEST(hostile_row2_unmappable_retry)
 	       "or no BUSY status)",
 	       WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
 }
+
+/* The server's own sends hold at most its capacity, whatever ring the
+ * client made (row 9: 1 GiB of IPC_DONTWAIT sends went into the ring). */
+TEST(hostile_row9_server_sends_bounded)
+{
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.capacity = 64 << 10;
+	o.max_msg_size = 4 << 20; /* lets a client make rings of 8 MiB */
+	o.recv_timeout_ms = 2000;
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("shm", &o, bound);
+	/* rings of 8 MiB, both directions "capacity" 8 MiB */
+	struct raw_shm_hello h = {.magic = 0x4c495053u, .version = 2};
+	h.cap[0] = h.cap[1] = h.rsize[0] = h.rsize[1] = 8 << 20;
+	h.region = 4096 + 2 * h.rsize[0];
+	int mfd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	CHECK(mfd >= 0 && ftruncate(mfd, (off_t)h.region) == 0);
+	CHECK(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0);
+	int p0[2], p1[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p0) == 0);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p1) == 0);
+	int fd = raw_connect(bound);
+	int fds[3] = {mfd, p0[1], p1[1]};
+	send_fds(fd, &h, sizeof h, fds, 3);
+	ipc_conn *s = ipc_accept(l, 0);
+	CHECK(s != NULL);
+	static char msg[1024];
+	size_t total = 0;
+	while (total < ((size_t)16 << 20) && ipc_send(s, msg, sizeof msg, IPC_DONTWAIT) == (ssize_t)sizeof msg)
+		total += sizeof msg;
+	/* one message beyond the capacity may be held by the library */
+	CHECKF(total <= o.capacity + sizeof msg,
+	       "the server accepted %zu bytes of non-blocking sends; its capacity is %zu", total, o.capacity);
+	printf("server accepted %zu bytes into an 8 MiB ring (capacity %zu)\n", total, o.capacity);
+	ipc_close(s);
+	close(mfd);
+	close(p0[0]);
+	close(p0[1]);
+	close(p1[0]);
+	close(p1[1]);
+	close(fd);
+	CHECK(ipc_listener_close(l) == 0);
+}
