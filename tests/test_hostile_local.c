@@ -79,10 +79,10 @@ static void send_fds(int fd, const void *buf, size_t len, const int *fds, int n)
 /* A raw shm client: a memfd of the layout for rings of rsize bytes (cap
  * in flight), sealed with seals, and two wake socketpairs, sent in one
  * hello.  Returns the rendezvous socket. */
-static int raw_shm_client(const char *bound, uint64_t rsize, int seals)
+static int raw_shm_client_cap(const char *bound, uint64_t cap, uint64_t rsize, int seals)
 {
 	struct raw_shm_hello h = {.magic = 0x4c495053u, .version = 2};
-	h.cap[0] = h.cap[1] = 4096;
+	h.cap[0] = h.cap[1] = cap;
 	h.rsize[0] = h.rsize[1] = rsize;
 	h.region = 4096 + 2 * rsize;
 	int mfd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -104,22 +104,34 @@ static int raw_shm_client(const char *bound, uint64_t rsize, int seals)
 	return fd;
 }
 
-/* The status byte a raw client got (waits up to ms), or -1 if none. */
-static int status_byte(int fd, int ms)
+static int raw_shm_client(const char *bound, uint64_t rsize, int seals)
+{
+	return raw_shm_client_cap(bound, 4096, rsize, seals);
+}
+
+/* The status in the reply a raw client got (waits up to ms), or -1 if
+ * none: shm replies with one byte, mq with a 16-byte hello (status at
+ * offset 5). */
+static int reply_status(int fd, size_t len, int ms)
 {
 	struct pollfd p = {.fd = fd, .events = POLLIN};
 	for (int tries = 0; tries < 2; tries++) {
 		if (poll(&p, 1, ms) != 1)
 			return -1;
-		unsigned char b;
-		ssize_t r = recv(fd, &b, 1, MSG_DONTWAIT);
-		if (r == 1)
-			return b;
+		unsigned char h[16];
+		ssize_t r = recv(fd, h, len, MSG_DONTWAIT);
+		if (r == (ssize_t)len)
+			return len == 1 ? h[0] : memcmp(h, "LIPQ", 4) ? -1 : h[5];
 		if (r < 0 && errno == ECONNRESET)
 			continue; /* the kernel reports the reset before the reply */
 		return -1;
 	}
 	return -1;
+}
+
+static int status_byte(int fd, int ms)
+{
+	return reply_status(fd, 1, ms);
 }
 
 /* An honest client connects, sends seq, and is accepted by ipc_accept on
@@ -493,19 +505,27 @@ static pid_t raw_listener_child(const char *bound, const void *reply, size_t len
 	_exit(0);
 }
 
+/* The listener's reply carrying status, as shm (one byte) or mq (a
+ * 16-byte hello) sends it; returns its length. */
+static size_t listener_reply(const char *scheme, unsigned char status, unsigned char reply[16])
+{
+	memset(reply, 0, 16);
+	if (strcmp(scheme, "mq")) {
+		reply[0] = status;
+		return 1;
+	}
+	memcpy(reply, "LIPQ", 4);
+	reply[4] = 2;
+	reply[5] = status;
+	return 16;
+}
+
 static void status_case(const char *scheme, unsigned char status)
 {
 	char bound[IPC_ADDR_MAX + 1];
 	snprintf(bound, sizeof bound, "%s", t_addr(scheme));
-	unsigned char reply[16] = {0};
-	size_t len = 1;
-	reply[0] = status;
-	if (!strcmp(scheme, "mq")) {
-		memcpy(reply, "LIPQ", 4);
-		reply[4] = 2;
-		reply[5] = status;
-		len = 16;
-	}
+	unsigned char reply[16];
+	size_t len = listener_reply(scheme, status, reply);
 	int p[2];
 	CHECK(pipe(p) == 0);
 	pid_t pid = raw_listener_child(bound, reply, len, p[1]);
@@ -626,15 +646,8 @@ static void status_lazy(const char *scheme, unsigned char status)
 	CHECK(fd >= 0);
 	char junk[256];
 	CHECK(recv(fd, junk, sizeof junk, 0) > 0);
-	unsigned char reply[16] = {0};
-	size_t len = 1;
-	reply[0] = status;
-	if (!strcmp(scheme, "mq")) {
-		memcpy(reply, "LIPQ", 4);
-		reply[4] = 2;
-		reply[5] = status;
-		len = 16;
-	}
+	unsigned char reply[16];
+	size_t len = listener_reply(scheme, status, reply);
 	CHECK(send(fd, reply, len, MSG_NOSIGNAL) == (ssize_t)len);
 	char b[8];
 	for (int i = 0; i < 3; i++) {
@@ -684,22 +697,9 @@ static int raw_mq_client(const char *bound, const int fds[4])
 	return fd;
 }
 
-/* The status of the 16-byte reply a raw mq client got, or -1. */
 static int mq_status(int fd, int ms)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	for (int tries = 0; tries < 2; tries++) {
-		if (poll(&p, 1, ms) != 1)
-			return -1;
-		unsigned char h[16];
-		ssize_t r = recv(fd, h, sizeof h, MSG_DONTWAIT);
-		if (r == 16 && !memcmp(h, "LIPQ", 4))
-			return h[5];
-		if (r < 0 && errno == ECONNRESET)
-			continue;
-		return -1;
-	}
-	return -1;
+	return reply_status(fd, 16, ms);
 }
 
 TEST(hostile_row9_queue_limit_mq)
@@ -850,18 +850,7 @@ TEST(hostile_row9_server_sends_bounded)
 	char bound[IPC_ADDR_MAX + 1];
 	ipc_listener *l = t_listen("shm", &o, bound);
 	/* rings of 8 MiB, both directions "capacity" 8 MiB */
-	struct raw_shm_hello h = {.magic = 0x4c495053u, .version = 2};
-	h.cap[0] = h.cap[1] = h.rsize[0] = h.rsize[1] = 8 << 20;
-	h.region = 4096 + 2 * h.rsize[0];
-	int mfd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	CHECK(mfd >= 0 && ftruncate(mfd, (off_t)h.region) == 0);
-	CHECK(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0);
-	int p0[2], p1[2];
-	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p0) == 0);
-	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p1) == 0);
-	int fd = raw_connect(bound);
-	int fds[3] = {mfd, p0[1], p1[1]};
-	send_fds(fd, &h, sizeof h, fds, 3);
+	int fd = raw_shm_client_cap(bound, 8 << 20, 8 << 20, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 	ipc_conn *s = ipc_accept(l, 0);
 	CHECK(s != NULL);
 	static char msg[1024];
@@ -873,11 +862,6 @@ TEST(hostile_row9_server_sends_bounded)
 	       "the server accepted %zu bytes of non-blocking sends; its capacity is %zu", total, o.capacity);
 	printf("server accepted %zu bytes into an 8 MiB ring (capacity %zu)\n", total, o.capacity);
 	ipc_close(s);
-	close(mfd);
-	close(p0[0]);
-	close(p0[1]);
-	close(p1[0]);
-	close(p1[1]);
 	close(fd);
 	CHECK(ipc_listener_close(l) == 0);
 }
