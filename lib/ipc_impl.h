@@ -11,6 +11,10 @@
  *             descriptor into a message connection (handshake, length
  *             prefixes, bounded buffering).  unix.c and tcp.c only make the
  *             descriptor and hand it to ipc__stream_new().
+ *   rendezvous.c
+ *             the local rendezvous shm and mq share (abstract SEQPACKET
+ *             socket, descriptor passing, bounded listener queues, the
+ *             access rule of access.c applied in both directions).
  *   unix.c, tcp.c, shm.c, mq.c
  *             one transport each; each exports one struct ipc__transport.
  *
@@ -331,5 +335,201 @@ void ipc__sock_listener_close(struct ipc_listener *l);
 
 /* Non-blocking connect of fd to sa, waiting until deadline.  0 or -1. */
 int ipc__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen, int64_t deadline);
+
+/* ==== rendezvous.c: the local rendezvous of shm and mq ================
+ *
+ * shm and mq are not byte streams: a connection is a set of kernel objects
+ * (a memfd and wake sockets; two message queues) that the CLIENT makes and
+ * hands to the listener over a Linux abstract unix socket (SOCK_SEQPACKET,
+ * "\0<prefix><name>") with SCM_RIGHTS.  This section is everything about
+ * that exchange the two transports share; what the hello contains, how its
+ * descriptors are validated and how a connection is built from them is the
+ * transport's, through struct ipc__rdv_ops.
+ *
+ * The exchange (every packet is one SEQPACKET record):
+ *   client                                  listener
+ *   connect(\0prefix+name) ----------------> (kernel backlog)
+ *   SO_PEERCRED: ipc__listener_trusted,
+ *     else EPERM, nothing sent
+ *   hello + descriptors  ------------------> accept4; SO_PEERCRED;
+ *                                            ipc__mode_allows, else
+ *                                            reply(ACCESS), close
+ *                                            (pending until the hello
+ *                                            comes: bounded set, oldest
+ *                                            silent peer dropped)
+ *                                            ops->build (validation)
+ *   reply (ops->reply, carries a status) <-- OK, or the refusal code
+ *
+ * connect never waits for accept, except that a client whose listener
+ * runs under another uid waits for the reply (the listener's verdict on
+ * its mode), so that a refused client's connect fails with EACCES.  The
+ * socket then stays open for the life of the connection (peer death,
+ * wake-ups, close notices: the transport's business).
+ *
+ * A name can be squatted: abstract names have no owner, so another user
+ * may bind one first.  The squatter's clients are refused by the identity
+ * check (EPERM), and the real listener's listen fails with EADDRINUSE.
+ */
+
+/* Status codes of a listener's reply.  The wire values are the Linux
+ * errno numbers libipc 0.1 sent, but a byte from a peer is never used as
+ * an errno: ipc__rdv_status_errno maps the table, anything else is
+ * EPROTO. */
+enum ipc__rdv_status {
+	IPC__RDV_OK = 0,       /* accepted */
+	IPC__RDV_ACCESS = 13,  /* refused by the listener's mode -> EACCES */
+	IPC__RDV_PROTO = 71,   /* malformed hello or descriptors -> EPROTO */
+	IPC__RDV_LIMIT = 90,   /* asks for more memory than the listener's
+	                          capacity / max_msg_size allow -> EMSGSIZE */
+	IPC__RDV_BUSY = 111,   /* the listener could not take the candidate
+	                          (out of descriptors or memory, or too many
+	                          waiting) -> ECONNREFUSED */
+};
+
+/* 0 for IPC__RDV_OK, the errno of a table code, EPROTO for any other
+ * byte. */
+int ipc__rdv_status_errno(unsigned byte);
+
+struct sockaddr_un;
+
+/* The abstract address "\0" prefix name.  A name that does not fit in
+ * sun_path gets ENAMETOOLONG, unless hashed is non-NULL: then the address
+ * is "\0" hashed <two FNV-1a 64 hashes of name in hex>.  0 or -1. */
+int ipc__rdv_addr(const char *prefix, const char *hashed, const char *name, struct sockaddr_un *sa,
+		  socklen_t *salen);
+
+/* ---- client side ---- */
+
+/* Connect a SEQPACKET socket (non-blocking, CLOEXEC) to sa by deadline
+ * (a full backlog is retried), read the listener's kernel credentials into
+ * *cr and check them with ipc__listener_trusted (EPERM: closed, nothing
+ * was sent).  Returns the socket or -1 (ECONNREFUSED/ENOENT: nobody
+ * listens; ETIMEDOUT; EPERM; EMFILE...). */
+int ipc__rdv_connect(const struct sockaddr_un *sa, socklen_t salen, const struct ipc_options *o,
+		     int64_t deadline, struct ipc_cred *cr);
+
+/* Send the hello (len bytes) with nfds descriptors (<= IPC__RDV_MAX_FDS)
+ * in one packet by deadline.  A listener that refused us before reading
+ * it: the error of its reply if one came (see ipc__rdv_reply), else
+ * ECONNREFUSED.  0 or -1. */
+int ipc__rdv_send_hello(int fd, const void *hello, size_t len, const int *fds, int nfds, int64_t deadline);
+
+/* Wait by deadline for the listener's reply, exactly len bytes, and copy
+ * it to buf WITHOUT consuming it (MSG_PEEK: the transport's data path
+ * reads it again, as it would if connect had not waited).  0, or -1:
+ * ECONNREFUSED (closed without a reply), EPROTO (wrong size), ETIMEDOUT. */
+int ipc__rdv_peek_reply(int fd, void *buf, size_t len, int64_t deadline);
+
+/* ---- listener side ---- */
+
+#define IPC__RDV_MAX_FDS 8       /* most descriptors any hello carries */
+#define IPC__RDV_MAX_HELLO 256   /* largest hello any transport defines */
+#define IPC__RDV_MAX_PENDING 128 /* accepted sockets waiting for their hello */
+#define IPC__RDV_MAX_READY 64    /* built connections waiting for accept */
+#define IPC__RDV_PENDING_NS ((int64_t)50000000) /* how long a silent peer may
+                                 hold a slot once the pending set is full */
+#define IPC__RDV_RETRY_NS ((int64_t)1000000000) /* how long a candidate the
+                                 listener lacks resources for is retried
+                                 (each failure reported by accept) before
+                                 it is dropped, so it cannot wedge the
+                                 queue for the candidates behind it */
+
+/* What ops->build decided. */
+enum ipc__rdv_verdict {
+	IPC__RDV_BUILT,  /* *conn made; it owns the socket and the fds the
+	                    callback set to -1 */
+	IPC__RDV_RETRY,  /* resource error (errno): report it from accept,
+	                    keep the candidate for a later try */
+	IPC__RDV_REFUSE, /* drop the candidate, reply *status */
+};
+
+struct ipc__rdv_listener;
+
+/*
+ * The transport's part of the rendezvous (listener side), as nng's
+ * transport ops: every slot is called by the rendezvous only, from
+ * accept/listener_ready/listener_close of the one listener (the core
+ * serialises those), never concurrently for one listener.
+ */
+struct ipc__rdv_ops {
+	/* Exact size of a valid hello (<= IPC__RDV_MAX_HELLO) and exact
+	 * number of descriptors (<= IPC__RDV_MAX_FDS) that come with it.
+	 * Any other size or count is refused with IPC__RDV_PROTO before
+	 * build is called. */
+	size_t hello_len;
+	int nfds;
+
+	/* Validate the hello and the descriptors (kind, flags, seals, sizes
+	 * against the listener's own options: a client never chooses the
+	 * listener's memory) and build the connection on socket sock.  The
+	 * descriptors are private duplicates: the callback sets each one it
+	 * keeps to -1, the rendezvous closes the rest.  On IPC__RDV_BUILT
+	 * the connection owns *sock (the callback may replace it with a
+	 * duplicate it made, closing the original); on any other verdict
+	 * *sock is untouched and still the rendezvous'.  cr: the client's kernel credentials
+	 * (already allowed by the mode).  Returns an enum ipc__rdv_verdict;
+	 * RETRY only for the listener's own lack of resources (EMFILE,
+	 * ENFILE, ENOMEM), never for anything the peer sent. */
+	int (*build)(struct ipc__rdv_listener *l, int *sock, const unsigned char *hello, int *fds,
+		     const struct ipc_cred *cr, void **conn, enum ipc__rdv_status *status);
+
+	/* Send the reply carrying status on sock (one packet, MSG_DONTWAIT,
+	 * best effort: a client that went away is not an error). */
+	void (*reply)(struct ipc__rdv_listener *l, int sock, enum ipc__rdv_status status);
+
+	/* Free a built connection nobody accepted (listener close); it
+	 * closes its socket. */
+	void (*conn_drop)(void *conn);
+};
+
+/*
+ * The listener state shared by shm and mq; a transport's listener embeds
+ * it FIRST (so a struct ipc_listener * of shm or mq is one of these).
+ * Pending: accepted sockets without a hello yet, in accept order, at most
+ * IPC__RDV_MAX_PENDING; when full the listening socket is not polled and a
+ * timer fires when the oldest has had IPC__RDV_PENDING_NS, then it is
+ * dropped.  Ready: built connections, at most IPC__RDV_MAX_READY; accept
+ * order is connect order among those whose hello came.
+ */
+struct ipc__rdv_pending {
+	int fd;
+	int64_t since; /* when accepted (CLOCK_MONOTONIC ns) */
+};
+
+struct ipc__rdv_listener {
+	struct ipc_listener base;
+	const struct ipc__rdv_ops *ops;
+	int lfd;         /* the listening socket */
+	int epfd;        /* readiness: lfd, pending sockets, tfd */
+	int tfd;         /* timerfd: the oldest pending peer's time is up */
+	int lfd_on;      /* lfd is in epfd's interest set */
+	unsigned mode;   /* the listener's opt.mode */
+	struct ipc__rdv_pending pend[IPC__RDV_MAX_PENDING];
+	int npend;
+	void *ready[IPC__RDV_MAX_READY];
+	int nready;
+	int err;         /* resource error for the next accept to report */
+};
+
+/* A listener of size bytes (the transport's struct, which embeds struct
+ * ipc__rdv_listener first; zeroed) bound and listening on sa, with ops
+ * and the mode of o.  EADDRINUSE when the name is taken (by another
+ * listener, or squatted).  NULL on failure. */
+struct ipc__rdv_listener *ipc__rdv_listener_new(size_t size, const struct ipc__rdv_ops *ops,
+						const struct sockaddr_un *sa, socklen_t salen,
+						const struct ipc_options *o);
+
+/* The transport slots accept, listener_fd, listener_ready and
+ * listener_close (drops everything pending or ready, frees the listener)
+ * for a struct ipc__rdv_listener. */
+struct ipc_conn *ipc__rdv_accept(struct ipc_listener *l, int64_t deadline);
+int ipc__rdv_listener_fd(const struct ipc_listener *l);
+int ipc__rdv_listener_ready(struct ipc_listener *l, int events, short *pollev);
+void ipc__rdv_listener_close(struct ipc_listener *l);
+
+/* Internal entry point (fuzz targets, tests compiled with lib/): treat fd,
+ * a connected SEQPACKET socket, as if accept4 had just returned it (mode
+ * check, pending set, hello), then make progress.  Takes fd. */
+void ipc__rdv_offer(struct ipc__rdv_listener *l, int fd);
 
 #endif /* IPC_IMPL_H_INCLUDED */
