@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ipc_impl.h"
 
@@ -31,6 +32,7 @@ struct stream {
 	struct ipc_conn base;
 	const struct ipc__bstream_ops *ops;
 	void *ctx;
+	atomic_int owner; /* the process using it (0: the first to use it) */
 
 	/* receive side */
 	unsigned char *ib;
@@ -55,6 +57,21 @@ struct stream {
 static struct stream *S(struct ipc_conn *c)
 {
 	return (struct stream *)c;
+}
+
+/* A connection made before a fork (ipc_pair) belongs to the first process
+ * that uses it. */
+static struct stream *U(struct ipc_conn *c)
+{
+	struct stream *s = S(c);
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) == 0)
+		atomic_store_explicit(&s->owner, (int)getpid(), memory_order_relaxed);
+	return s;
+}
+
+void ipc__stream_disown(struct ipc_conn *c)
+{
+	atomic_store_explicit(&S(c)->owner, 0, memory_order_relaxed);
 }
 
 void ipc__hello_encode(unsigned char out[IPC__HELLO_LEN], enum ipc__hello_status status)
@@ -105,6 +122,7 @@ struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, 
 	s->ops = ops;
 	s->ctx = ctx;
 	s->base.opt = *o;
+	atomic_init(&s->owner, (int)getpid());
 	pthread_mutex_init(&s->slock, NULL);
 	unsigned char hello[IPC__HELLO_LEN];
 	ipc__hello_encode(hello, IPC__HELLO_OK);
@@ -348,7 +366,7 @@ static ssize_t rx_deliver(struct stream *s, void *buf, void **allocp)
 
 ssize_t ipc__stream_recv(struct ipc_conn *c, void *buf, size_t len, void **allocp, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	if (rx_header(s, deadline) < 0)
 		return -1;
 	if (!allocp && len < s->mlen) { /* reported once the message is whole */
@@ -379,7 +397,7 @@ static int rx_buffered(const struct stream *s)
 
 ssize_t ipc__stream_recv_batch(struct ipc_conn *c, struct iovec *msgs, size_t n, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	size_t i;
 	for (i = 0; i < n; i++) {
 		if (i && !rx_buffered(s))
@@ -586,7 +604,7 @@ static int tx_frame(struct stream *s, struct iovec *v, int cnt, size_t frame, in
 
 int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	struct iovec stackv[17], *v = stackv;
 	unsigned char hdr[IPC__FRAME_HDR];
 	int rc;
@@ -619,7 +637,7 @@ int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, si
 #define STAGE_SIZE (64 * 1024)
 ssize_t ipc__stream_send_batch(struct ipc_conn *c, const struct iovec *msgs, size_t n, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	size_t limit = s->base.opt.capacity < STAGE_SIZE ? s->base.opt.capacity : STAGE_SIZE;
 	size_t sent = 0;
 	pthread_mutex_lock(&s->slock);
@@ -670,7 +688,7 @@ stop:
 
 int ipc__stream_flush(struct ipc_conn *c, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	pthread_mutex_lock(&s->slock);
 	int rc = tx_drain(s, deadline, 0);
 	pthread_mutex_unlock(&s->slock);
@@ -687,7 +705,7 @@ int ipc__stream_conn_fd(const struct ipc_conn *c)
 
 int ipc__stream_conn_ready(struct ipc_conn *c, int events, short *pollev)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	int ready = 0, wait_dirs = 0;
 	*pollev = 0;
 	if (events & IPC_POLLIN) {
@@ -721,10 +739,27 @@ int ipc__stream_peer_cred(const struct ipc_conn *c, struct ipc_cred *cred)
 	return s->ops->peer_cred(s->ctx, cred);
 }
 
+/* Release our memory and descriptors only: the connection belongs to
+ * another process (a copy inherited through fork, ipc(7)). */
+static void stream_forget(struct stream *s)
+{
+	s->ops->close(s->ctx);
+	pthread_mutex_destroy(&s->slock);
+	free(s->ib);
+	free(s->big);
+	free(s->ob);
+	free(s->stage);
+	free(s);
+}
+
 int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 {
 	struct stream *s = S(c);
 	int rc = 0, err = 0;
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) != (int)getpid()) {
+		stream_forget(s); /* no end-of-stream, no shutdown: not ours */
+		return 0;
+	}
 	pthread_mutex_lock(&s->slock);
 	if (!s->serr) { /* the end-of-stream frame goes after everything held */
 		unsigned char eos[IPC__FRAME_HDR];
@@ -749,13 +784,7 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 	for (int i = 0; i < 256; i++)
 		if (s->ops->read(s->ctx, junk, sizeof junk, IPC__NOW) <= 0)
 			break;
-	s->ops->close(s->ctx);
-	pthread_mutex_destroy(&s->slock);
-	free(s->ib);
-	free(s->big);
-	free(s->ob);
-	free(s->stage);
-	free(s);
+	stream_forget(s);
 	if (rc)
 		errno = err;
 	return rc;

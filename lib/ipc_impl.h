@@ -341,6 +341,16 @@ struct ipc__bstream_ops {
  */
 struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, const struct ipc_options *o);
 
+/*
+ * A stream connection belongs to the process that made it: ipc_close in
+ * any other process (a copy inherited through fork) only releases that
+ * process's memory and descriptors, without the end-of-stream frame or a
+ * shutdown that would end the owner's connection.  ipc__stream_disown()
+ * (ipc_pair, before the fork) leaves it to the first process that sends,
+ * receives or polls on it; closed unused, it is just released.
+ */
+void ipc__stream_disown(struct ipc_conn *c);
+
 /* Connection slots shared by every transport that uses the framing layer. */
 #define IPC__STREAM_CONN_SLOTS                              \
 	.send = ipc__stream_send,                           \

@@ -233,6 +233,8 @@ static int unix_pair(const struct ipc_options *o, struct ipc_conn *out[2])
 		errno = e;
 		return -1;
 	}
+	ipc__stream_disown(out[0]);
+	ipc__stream_disown(out[1]);
 	return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -772,4 +773,133 @@ STEST(hostile_random_garbage)
 	printf("%d rounds: %d messages, EPROTO %d, ECONNRESET %d, EPIPE %d\n", rounds, delivered, errs[0],
 	       errs[1], errs[2]);
 	env_done(&e);
+}
+
+/* ---- unix listen: races and probes (issue 10 rows 11, 12) -------------- */
+
+/* One child: wait on the start pipe, listen on addr, report the errno (0:
+ * listening) on res, hold the listener until the hold pipe ends. */
+static pid_t listen_racer(const char *addr, const int go[2], const int res[2], const int hold[2])
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		close(go[1]);
+		close(res[0]);
+		close(hold[1]);
+		char c;
+		if (read(go[0], &c, 1) != 0)
+			_exit(1);
+		ipc_listener *l = ipc_listen(addr, NULL);
+		unsigned char e = l ? 0 : (unsigned char)errno;
+		if (write(res[1], &e, 1) != 1)
+			_exit(2);
+		while (read(hold[0], &c, 1) > 0)
+			;
+		if (l)
+			ipc_listener_close(l);
+		_exit(0);
+	}
+	return pid;
+}
+
+/* Row 11: two ipc_listen on one unix path at the same moment: exactly one
+ * wins, the other fails with EADDRINUSE, also over a stale socket file
+ * (both used to succeed in 8 of 400 rounds, or both fail with ENOENT over
+ * a stale file in 34 of 400). */
+TEST(hostile_row11_listen_race)
+{
+	TEST_TIMEOUT(120);
+	int rounds = getenv("IPC_SOAK") ? 400 : 100;
+	int both = 0, none = 0;
+	for (int i = 0; i < rounds; i++) {
+		char path[256], addr[300];
+		snprintf(path, sizeof path, "%s/race%d.sock", t_tmpdir(), i);
+		snprintf(addr, sizeof addr, "unix:%s", path);
+		if (i % 2) { /* a stale socket file: bound, never listening */
+			int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+			struct sockaddr_un su = {.sun_family = AF_UNIX};
+			CHECK(strlen(path) < sizeof su.sun_path);
+			memcpy(su.sun_path, path, strlen(path) + 1);
+			CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&su, sizeof su) == 0);
+			close(fd);
+		}
+		int go[2], res[2], hold[2];
+		CHECK(pipe(go) == 0 && pipe(res) == 0 && pipe(hold) == 0);
+		pid_t a = listen_racer(addr, go, res, hold), b = listen_racer(addr, go, res, hold);
+		close(go[0]);
+		close(res[1]);
+		close(hold[0]);
+		close(go[1]); /* both start */
+		unsigned char e[2];
+		CHECK(read(res[0], &e[0], 1) == 1 && read(res[0], &e[1], 1) == 1);
+		int wins = (e[0] == 0) + (e[1] == 0);
+		both += wins == 2;
+		none += wins == 0;
+		CHECKF(wins == 1 && (e[0] == EADDRINUSE || e[1] == EADDRINUSE),
+		       "round %d (%s): %s and %s", i, i % 2 ? "stale file" : "no file", e[0] ? strerror(e[0]) : "listening",
+		       e[1] ? strerror(e[1]) : "listening");
+		/* the winner is reachable at the path */
+		ipc_conn *c = ipc_connect(addr, NULL);
+		CHECKF(c != NULL, "round %d: connect to the winner: %s", i, strerror(errno));
+		ipc_close(c);
+		close(hold[1]);
+		close(res[0]);
+		t_wait_ok(a);
+		t_wait_ok(b);
+	}
+	printf("%d rounds: both listening %d, neither %d\n", rounds, both, none);
+}
+
+/* Row 12: a second ipc_listen on a live path fails with EADDRINUSE, and
+ * its liveness probe never shows at the live listener as a connection,
+ * even one blocked in accept at that moment (it used to, as one whose
+ * first receive was ECONNRESET, in 93 of 100). */
+struct row12 {
+	ipc_listener *l;
+	volatile int stop;
+	int seen;
+};
+
+static void *row12_accept(void *arg)
+{
+	struct row12 *r = arg;
+	while (!r->stop) {
+		ipc_conn *c = ipc_accept(r->l, 0); /* recv_timeout_ms: 100 */
+		if (c) {
+			r->seen++;
+			ipc_close(c);
+		}
+	}
+	return NULL;
+}
+
+TEST(hostile_row12_probe_invisible)
+{
+	char bound[IPC_ADDR_MAX + 1];
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.recv_timeout_ms = 100;
+	struct row12 r = {.l = t_listen("unix", &o, bound)};
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, row12_accept, &r) == 0);
+	for (int i = 0; i < 100; i++) {
+		CHECK_FAILS(ipc_listen(bound, NULL), EADDRINUSE);
+		t_sleep_ms(2);
+	}
+	t_sleep_ms(50);
+	r.stop = 1;
+	CHECK(pthread_join(th, NULL) == 0);
+	CHECKF(r.seen == 0, "%d of 100 probes appeared as connections", r.seen);
+	/* the listener still serves a real client */
+	ipc_conn *c = ipc_connect(bound, NULL);
+	CHECK(c != NULL);
+	ipc_conn *s = t_accept(r.l);
+	CHECK(ipc_send(c, "ok", 2, 0) == 2);
+	char b[4];
+	CHECK(ipc_recv(s, b, sizeof b, 0) == 2);
+	ipc_close(c);
+	ipc_close(s);
+	ipc_listener_close(r.l);
 }
