@@ -416,15 +416,22 @@ struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_
  * arrived: a peer that closes or resets before its hello (a liveness
  * probe) never reaches accept.  On unix the peer's kernel credentials are
  * checked with ipc__mode_allows() first: a refused peer gets a
- * IPC__HELLO_REFUSED hello and is closed. */
-#define IPC__SOCK_PENDING_MAX 128
+ * IPC__HELLO_REFUSED hello and is closed.  When the pending set is full,
+ * one that has waited IPC__SOCK_HELLO_GRACE_MS is dropped for a newcomer;
+ * until then the listener stops accepting (the kernel backlog holds the
+ * rest) and a timer in the epoll set wakes it. */
+#define IPC__SOCK_PENDING_MAX 256
+#define IPC__SOCK_HELLO_GRACE_MS 250
 struct ipc__sock_listener {
 	struct ipc_listener base;
 	int fd;                   /* listening socket */
-	int epfd;                 /* epoll: fd and the pending sockets */
+	int epfd;                 /* epoll: fd, tfd and the pending sockets */
+	int tfd;                  /* timerfd: the oldest pending one expires */
 	int is_unix;
+	int paused;               /* fd out of the epoll set (pending full) */
 	int npend, nready;
 	int pend[IPC__SOCK_PENDING_MAX];  /* accepted, hello not yet whole */
+	int64_t pend_since[IPC__SOCK_PENDING_MAX]; /* when (ipc__now) */
 	int ready[IPC__SOCK_PENDING_MAX]; /* hello whole: accept takes these */
 	char addr[IPC_ADDR_MAX + 1]; /* bound address, "scheme:..." */
 	char path[108];           /* unix path to unlink at close, or "" */
@@ -432,8 +439,9 @@ struct ipc__sock_listener {
 	ino_t ino;
 };
 
-/* Make the epoll descriptor (l->fd set and listening; on failure the
- * caller still owns l->fd).  0 or -1.  npend + nready <= the max. */
+/* Make the epoll and timer descriptors (l->fd set and listening; on
+ * failure the caller still owns l->fd).  0 or -1.  Transports set epfd
+ * and tfd to -1 first.  npend + nready <= the max. */
 int ipc__sock_listener_init(struct ipc__sock_listener *l);
 
 struct ipc_conn *ipc__sock_accept(struct ipc_listener *l, int64_t deadline);

@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -209,11 +210,38 @@ static enum sock_peek sock_peek_hello(int fd)
 	return PEEK_WAIT;
 }
 
+/* Remove pend[i] from the set (the caller owns its descriptor now). */
+static int sl_unpend(struct ipc__sock_listener *l, int i)
+{
+	int fd = l->pend[i];
+	size_t tail = (size_t)(l->npend - i - 1);
+	memmove(l->pend + i, l->pend + i + 1, sizeof l->pend[0] * tail);
+	memmove(l->pend_since + i, l->pend_since + i + 1, sizeof l->pend_since[0] * tail);
+	l->npend--;
+	return fd;
+}
+
 static void sl_drop_pending(struct ipc__sock_listener *l, int i)
 {
-	close(l->pend[i]); /* closing removes it from the epoll set */
-	memmove(l->pend + i, l->pend + i + 1, sizeof l->pend[0] * (size_t)(l->npend - i - 1));
-	l->npend--;
+	close(sl_unpend(l, i)); /* closing removes it from the epoll set */
+}
+
+/* Take the listening socket out of the epoll set (pending set full: wake
+ * when the oldest pending peer's grace ends) or put it back. */
+static void sl_pause(struct ipc__sock_listener *l, int pause)
+{
+	if (pause == l->paused)
+		return;
+	struct epoll_event ev = {.events = pause ? 0 : EPOLLIN, .data.fd = l->fd};
+	epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->fd, &ev);
+	l->paused = pause;
+	struct itimerspec it = {{0, 0}, {0, 0}};
+	if (pause) {
+		int64_t at = l->pend_since[0] + (int64_t)IPC__SOCK_HELLO_GRACE_MS * 1000000;
+		it.it_value.tv_sec = at / 1000000000;
+		it.it_value.tv_nsec = at % 1000000000;
+	}
+	timerfd_settime(l->tfd, pause ? TFD_TIMER_ABSTIME : 0, &it, NULL);
 }
 
 /* Refuse a unix peer the mode does not allow: a refusal hello, then EOF. */
@@ -253,6 +281,7 @@ static void sl_place(struct ipc__sock_listener *l, int fd)
 		close(fd);
 		return;
 	}
+	l->pend_since[l->npend] = ipc__now();
 	l->pend[l->npend++] = fd;
 }
 
@@ -261,10 +290,17 @@ static void sl_place(struct ipc__sock_listener *l, int fd)
 static int sl_accept_all(struct ipc__sock_listener *l)
 {
 	while (l->nready < IPC__SOCK_PENDING_MAX) { /* else: accept takes some first */
+		if (l->npend + l->nready >= IPC__SOCK_PENDING_MAX) {
+			/* full of peers yet to say hello: the oldest goes once
+			 * its grace has passed; until then, wait for it */
+			if (ipc__now() - l->pend_since[0] < (int64_t)IPC__SOCK_HELLO_GRACE_MS * 1000000) {
+				sl_pause(l, 1);
+				return 0;
+			}
+			sl_drop_pending(l, 0);
+		}
 		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd >= 0) {
-			if (l->npend + l->nready >= IPC__SOCK_PENDING_MAX)
-				sl_drop_pending(l, 0); /* full of silent peers: the oldest goes */
 			sl_place(l, fd);
 			continue;
 		}
@@ -293,27 +329,28 @@ static int sl_accept_all(struct ipc__sock_listener *l)
 static void sl_scan(struct ipc__sock_listener *l)
 {
 	struct epoll_event evs[64];
+	uint64_t ticks;
 	int n;
 	while ((n = epoll_wait(l->epfd, evs, 64, 0)) > 0) { /* harvest edges */
 		if (n < 64)
 			break;
 	}
+	(void)!read(l->tfd, &ticks, sizeof ticks);
 	for (int i = 0; i < l->npend;) {
 		enum sock_peek p = sock_peek_hello(l->pend[i]);
 		if (p == PEEK_WAIT) {
 			i++;
 			continue;
 		}
-		int fd = l->pend[i];
 		if (p == PEEK_HELLO) {
+			int fd = sl_unpend(l, i);
 			epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
 			l->ready[l->nready++] = fd;
-			memmove(l->pend + i, l->pend + i + 1, sizeof l->pend[0] * (size_t)(l->npend - i - 1));
-			l->npend--;
 		} else {
 			sl_drop_pending(l, i);
 		}
 	}
+	sl_pause(l, 0); /* sl_accept_all pauses again if still full */
 }
 
 static int sl_pump(struct ipc__sock_listener *l)
@@ -325,13 +362,15 @@ static int sl_pump(struct ipc__sock_listener *l)
 
 int ipc__sock_listener_init(struct ipc__sock_listener *l)
 {
-	l->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (l->epfd < 0)
-		return -1;
 	struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->fd};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0) {
+	struct epoll_event tev = {.events = EPOLLIN, .data.fd = -1};
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (l->epfd < 0 || l->tfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0 ||
+	    epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->tfd, &tev) < 0) {
 		ipc__close_fd(l->epfd);
-		l->epfd = -1;
+		ipc__close_fd(l->tfd);
+		l->epfd = l->tfd = -1;
 		return -1;
 	}
 	return 0;
@@ -395,6 +434,8 @@ void ipc__sock_listener_close(struct ipc_listener *base)
 		close(l->ready[i]);
 	if (l->epfd >= 0)
 		close(l->epfd);
+	if (l->tfd >= 0)
+		close(l->tfd);
 	close(l->fd);
 	free(l);
 }

@@ -97,7 +97,7 @@ static struct ipc_listener *tcp_listen(const char *name, const struct ipc_option
 	    tcp_format(l->addr, sizeof l->addr, (struct sockaddr *)&ss) < 0)
 		goto fail;
 	l->fd = fd;
-	l->epfd = -1;
+	l->epfd = l->tfd = -1;
 	if (ipc__sock_listener_init(l) < 0)
 		goto fail;
 	freeaddrinfo(res);

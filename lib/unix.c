@@ -148,7 +148,7 @@ static struct ipc_listener *unix_listen(const char *name, const struct ipc_optio
 		return NULL;
 	if (!(l = calloc(1, sizeof *l)))
 		return NULL;
-	l->epfd = -1;
+	l->epfd = l->tfd = -1;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		goto fail;

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -858,14 +859,14 @@ TEST(hostile_row11_listen_race)
  * first receive was ECONNRESET, in 93 of 100). */
 struct row12 {
 	ipc_listener *l;
-	volatile int stop;
+	atomic_int stop;
 	int seen;
 };
 
 static void *row12_accept(void *arg)
 {
 	struct row12 *r = arg;
-	while (!r->stop) {
+	while (!atomic_load(&r->stop)) {
 		ipc_conn *c = ipc_accept(r->l, 0); /* recv_timeout_ms: 100 */
 		if (c) {
 			r->seen++;
@@ -889,7 +890,7 @@ TEST(hostile_row12_probe_invisible)
 		t_sleep_ms(2);
 	}
 	t_sleep_ms(50);
-	r.stop = 1;
+	atomic_store(&r.stop, 1);
 	CHECK(pthread_join(th, NULL) == 0);
 	CHECKF(r.seen == 0, "%d of 100 probes appeared as connections", r.seen);
 	/* the listener still serves a real client */
