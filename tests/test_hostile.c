@@ -512,8 +512,8 @@ STEST(hostile_handshake_flood)
 	int opened = 0, accepted = 0;
 	if (is_stream(scheme)) {
 		/* no hello: none of them ever becomes a connection; the
-		 * listener keeps at most IPC__SOCK_PENDING_MAX (128) waiting
-		 * for a hello and drops the oldest beyond that */
+		 * listener keeps at most 256 waiting for a hello and drops
+		 * the oldest for a newcomer once it has waited 250 ms */
 		while (opened < n) {
 			for (int k = 0; k < 64 && opened < n; k++) {
 				int fd = raw_connect(e.bound, 1);

@@ -7,7 +7,9 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -353,4 +355,39 @@ TEST(access_unix_abstract_mode)
 			       code ? strerror(code) : "in");
 		ipc_listener_close(l);
 	}
+}
+
+/* ipc-wire(7) version 2 from the library's side: a raw unix server sees
+ * the hello, a frame, and on ipc_close the end-of-stream frame followed
+ * by the end of the byte stream. */
+TEST(stream_wire_close_bytes)
+{
+	char path[256];
+	snprintf(path, sizeof path, "%s/raw.sock", t_tmpdir());
+	struct sockaddr_un su = {.sun_family = AF_UNIX};
+	CHECK(strlen(path) < sizeof su.sun_path);
+	memcpy(su.sun_path, path, strlen(path) + 1);
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&su, sizeof su) == 0 && listen(lfd, 4) == 0);
+	char addr[300];
+	snprintf(addr, sizeof addr, "unix:%s", path);
+	ipc_conn *c = ipc_connect(addr, NULL);
+	CHECK(c != NULL);
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK(ipc_send(c, "hi", 2, 0) == 2);
+	CHECK(ipc_close(c) == 0);
+	static const unsigned char want[] = {'L', 'I', 'P', 'C', 2, 0, 0, 0, 0, 0, 0, 2, 'h', 'i', 0xff, 0xff, 0xff, 0xff};
+	unsigned char got[64];
+	size_t n = 0;
+	for (;;) {
+		ssize_t r = recv(fd, got + n, sizeof got - n, 0);
+		CHECKF(r >= 0, "raw recv: %s", strerror(errno));
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	CHECKF(n == sizeof want && !memcmp(got, want, n), "%zu bytes on the wire, want %zu", n, sizeof want);
+	close(fd);
+	close(lfd);
 }
