@@ -7,14 +7,18 @@
  *             transports).
  *   addr.c    address helpers shared by transports (host:port parsing).
  *   fd.c      clock, deadlines, EINTR-safe waits and descriptor helpers.
- *   frame.c   the stream framing layer: turns any connected byte-stream
- *             descriptor into a message connection (handshake, length
- *             prefixes, bounded buffering).  unix.c and tcp.c only make the
- *             descriptor and hand it to ipc__stream_new().
+ *   frame.c   the stream framing layer: turns any connected byte stream
+ *             (struct ipc__bstream_ops, below) into a message connection
+ *             (handshake, length prefixes, end of stream, bounded
+ *             buffering).
+ *   sock.c    the stream-socket byte stream and the listener over one
+ *             listening socket; unix.c and tcp.c only make the socket.
  *   rendezvous.c
  *             the local rendezvous shm and mq share (abstract SEQPACKET
  *             socket, descriptor passing, bounded listener queues, the
  *             access rule of access.c applied in both directions).
+ *   access.c  the one access rule of the local transports.
+ *   compat.c  the 0.1 ABI kept for programs built against it (libipc.map).
  *   unix.c, tcp.c, shm.c, mq.c
  *             one transport each; each exports one struct ipc__transport.
  *
@@ -259,27 +263,116 @@ int ipc__sock_cred(int fd, struct ipc_cred *cr);
  */
 int ipc__split_hostport(const char *name, char *host, size_t hostcap, unsigned *port);
 
-/* ---- frame.c: stream framing ----------------------------------------- */
+/* ---- the byte-stream seam (frame.c over any byte stream) ------------- */
 
 /*
- * Wrap a connected stream socket (blocking mode, CLOEXEC) in a message
- * connection with options o, and send our hello at once.  Neither side
- * waits for the peer's hello here (so connect never depends on the peer
- * calling accept, and accept never waits on a slow peer): each side checks
- * the peer's hello on its first receive (EPROTO on a mismatch).  Takes
- * ownership of fd (closed on failure).  cred_ok tells whether SO_PEERCRED
- * is meaningful (unix) or not (tcp).
+ * frame.c turns a connected, reliable, ordered byte stream into a message
+ * connection (ipc-wire(7)).  It never touches a descriptor itself: every
+ * byte goes through a struct ipc__bstream_ops, called with the opaque ctx
+ * the stream's provider gave to ipc__stream_new().  sock.c provides it for
+ * a stream socket (unix, tcp, socket pairs); a transport whose bytes pass
+ * through a library (tls.c over OpenSSL) provides its own ops and ctx and
+ * reuses the framing unchanged: its connect/accept make the ctx and call
+ * ipc__stream_new(); its transport struct uses IPC__STREAM_CONN_SLOTS.
+ *
+ * Deadlines are absolute (IPC__NOW, IPC__FOREVER or a point in time, never
+ * IPC__LAZY).  No slot may return EINTR, raise SIGPIPE or block past its
+ * deadline.
+ *
+ * Threads.  A connection has a receive path (recv, recv_batch, the
+ * IPC_POLLIN half of conn_ready) and a send path (send, send_batch, flush,
+ * the IPC_POLLOUT half of conn_ready), which two threads may run at the
+ * same time; frame.c serialises each path with itself (the send path under
+ * its send lock).  So:
+ *   read            receive path only; never concurrently with itself;
+ *   writev,
+ *   shutdown_write  send path only (send lock held); never concurrently
+ *                   with each other or themselves;
+ *   wait, poll_events, peer_ended, peer_cred, fd
+ *                   any path, concurrently with anything but close (the
+ *                   receive path waits for IPC__BS_WRITE too, to keep held
+ *                   output moving while it waits for input);
+ *   close           alone, last.
+ * A provider whose two directions share state (one TLS session) must
+ * guard that state itself: read may run while writev runs.
  */
-struct ipc_conn *ipc__stream_new(int fd, const struct ipc_options *o, int cred_ok);
+enum ipc__bs_dir {
+	IPC__BS_READ = 1,  /* read would make progress */
+	IPC__BS_WRITE = 2, /* writev would make progress */
+};
 
-/* The slots every transport over one listening stream socket shares: a
- * transport fills .scheme, .listen and .connect and adds these. */
-#define IPC__STREAM_SLOTS                                   \
-	.accept = ipc__sock_accept,                         \
-	.listener_addr = ipc__sock_listener_addr,           \
-	.listener_fd = ipc__sock_listener_fd,               \
-	.listener_ready = ipc__sock_listener_ready,         \
-	.listener_close = ipc__sock_listener_close,         \
+struct ipc__bstream_ops {
+	/* Read up to n (> 0) bytes into buf.  Returns the count (> 0); 0 at
+	 * the end of the peer's stream (it will never send more); -1 with
+	 * EAGAIN when nothing is available (it may first wait until
+	 * deadline, never longer; IPC__NOW never waits; it may return EAGAIN
+	 * early, the caller then waits with .wait and retries).  Any other
+	 * errno means the stream is broken (ECONNRESET, ETIMEDOUT from the
+	 * link, ENOMEM...): the caller reports the peer dead. */
+	ssize_t (*read)(void *ctx, void *buf, size_t n, int64_t deadline);
+
+	/* Write bytes gathered from iov[0..cnt) (cnt >= 1, total > 0).
+	 * Returns the count accepted (> 0, may be less than the total); -1
+	 * with EAGAIN when nothing could be accepted (waiting at most until
+	 * deadline, as read); any other errno (EPIPE, ECONNRESET...) means
+	 * the stream is broken for writing. */
+	ssize_t (*writev)(void *ctx, const struct iovec *iov, int cnt, int64_t deadline);
+
+	/* Wait until read or writev (dirs, a mask of enum ipc__bs_dir)
+	 * would make progress or fail, or until deadline.  Returns the
+	 * subset of dirs that is ready (> 0; an error or hang-up counts as
+	 * ready so that the next read/writev reports it), or -1 with EAGAIN
+	 * (IPC__NOW) or ETIMEDOUT. */
+	int (*wait)(void *ctx, int dirs, int64_t deadline);
+
+	/* poll(2) events to wait for on .fd so that dirs can make progress
+	 * (a TLS read may need POLLOUT).  Never fails, never waits. */
+	short (*poll_events)(void *ctx, int dirs);
+
+	/* Nonzero if the peer has already ended its direction (a FIN, a
+	 * reset), so that a send can fail at once with EPIPE instead of
+	 * being accepted by a buffer nobody will read.  Never waits; 0 when
+	 * it cannot tell cheaply. */
+	int (*peer_ended)(void *ctx);
+
+	/* End our direction after everything written so far (FIN,
+	 * close_notify).  0 or -1 (ignored by frame.c). */
+	int (*shutdown_write)(void *ctx);
+
+	/* Kernel credentials of the peer; -1 EOPNOTSUPP when the stream has
+	 * none (tcp). */
+	int (*peer_cred)(void *ctx, struct ipc_cred *cred);
+
+	/* The readiness descriptor (ipc_conn_fd(3)). */
+	int (*fd)(void *ctx);
+
+	/* Release the stream and ctx.  Never waits. */
+	void (*close)(void *ctx);
+};
+
+/*
+ * Wrap a connected byte stream in a message connection with options o and
+ * queue our hello at once (what the stream does not take now is held and
+ * sent by later calls).  Neither side waits for the peer's hello here (so
+ * connect never depends on the peer calling accept, and accept never
+ * waits on a slow peer): each side checks the peer's hello on its first
+ * receive (EPROTO on a mismatch, EACCES on a rejection).  Takes ownership
+ * of ctx: ops->close(ctx) on failure.
+ */
+struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, const struct ipc_options *o);
+
+/*
+ * A stream connection belongs to the process that made it: ipc_close in
+ * any other process (a copy inherited through fork) only releases that
+ * process's memory and descriptors, without the end-of-stream frame or a
+ * shutdown that would end the owner's connection.  ipc__stream_disown()
+ * (ipc_pair, before the fork) leaves it to the first process that sends,
+ * receives or polls on it; closed unused, it is just released.
+ */
+void ipc__stream_disown(struct ipc_conn *c);
+
+/* Connection slots shared by every transport that uses the framing layer. */
+#define IPC__STREAM_CONN_SLOTS                              \
 	.send = ipc__stream_send,                           \
 	.recv = ipc__stream_recv,                           \
 	.send_batch = ipc__stream_send_batch,               \
@@ -290,7 +383,16 @@ struct ipc_conn *ipc__stream_new(int fd, const struct ipc_options *o, int cred_o
 	.peer_cred = ipc__stream_peer_cred,                 \
 	.close = ipc__stream_close
 
-/* Connection slots shared by every stream transport (unix, tcp). */
+/* The slots every transport over one listening stream socket shares: a
+ * transport fills .scheme, .listen and .connect and adds these. */
+#define IPC__STREAM_SLOTS                                   \
+	.accept = ipc__sock_accept,                         \
+	.listener_addr = ipc__sock_listener_addr,           \
+	.listener_fd = ipc__sock_listener_fd,               \
+	.listener_ready = ipc__sock_listener_ready,         \
+	.listener_close = ipc__sock_listener_close,         \
+	IPC__STREAM_CONN_SLOTS
+
 int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, size_t total,
 		     int64_t deadline);
 ssize_t ipc__stream_recv(struct ipc_conn *c, void *buf, size_t len, void **allocp, int64_t deadline);
@@ -303,29 +405,64 @@ int ipc__stream_peer_cred(const struct ipc_conn *c, struct ipc_cred *cred);
 int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline);
 
 /* Wire format constants (ipc-wire(7)). */
-#define IPC__HELLO_LEN 8    /* "LIPC", version, 3 zero bytes */
-#define IPC__WIRE_VERSION 1
+#define IPC__HELLO_LEN 8    /* "LIPC", version, status, 2 zero bytes */
+#define IPC__WIRE_VERSION 2
 #define IPC__FRAME_HDR 4    /* u32 BE payload length */
+#define IPC__EOS_LEN 0xffffffffu /* length field of the end-of-stream frame */
 
-/* Encode our hello; check a peer's (0, or -1 EPROTO). */
-void ipc__hello_encode(unsigned char out[IPC__HELLO_LEN]);
+/* Hello status byte (offset 5): the listener's verdict on a client. */
+enum ipc__hello_status {
+	IPC__HELLO_OK = 0,      /* a peer: messages follow */
+	IPC__HELLO_REFUSED = 1, /* access refused (mode): EACCES, then EOF */
+};
+
+/* Encode a hello with status; check a peer's: 0, or -1 with EPROTO (not
+ * a version 2 hello, unknown status) or EACCES (IPC__HELLO_REFUSED). */
+void ipc__hello_encode(unsigned char out[IPC__HELLO_LEN], enum ipc__hello_status status);
 int ipc__hello_check(const unsigned char in[IPC__HELLO_LEN]);
 
-/* ---- socket listener helpers shared by stream transports (frame.c) ---- */
+/* ---- sock.c: stream sockets (the socket byte stream, listeners) ------- */
+
+/* Wrap a connected stream socket (any blocking mode, CLOEXEC) as a byte
+ * stream and a message connection.  is_unix: SO_PEERCRED is meaningful;
+ * else tcp options (no delay, keep-alive) are set.  Takes ownership of fd. */
+struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_unix);
 
 /* A listener over one listening socket (unix, tcp).  Transports allocate
- * it with pending_fd = -1 and fill fd, cred_ok, addr (and path/dev/ino for
- * a socket file to remove at close). */
+ * it with calloc, call ipc__sock_listener_init(), and fill fd, is_unix,
+ * addr (and path/dev/ino for a socket file to remove at close).
+ * Accepted sockets wait in a pending set (watched by an epoll descriptor,
+ * the listener's readiness descriptor) until the peer's whole hello has
+ * arrived: a peer that closes or resets before its hello (a liveness
+ * probe) never reaches accept.  On unix the peer's kernel credentials are
+ * checked with ipc__mode_allows() first: a refused peer gets a
+ * IPC__HELLO_REFUSED hello and is closed.  When the pending set is full,
+ * one that has waited IPC__SOCK_HELLO_GRACE_MS is dropped for a newcomer;
+ * until then the listener stops accepting (the kernel backlog holds the
+ * rest) and a timer in the epoll set wakes it. */
+#define IPC__SOCK_PENDING_MAX 256
+#define IPC__SOCK_HELLO_GRACE_MS 250
 struct ipc__sock_listener {
 	struct ipc_listener base;
-	int fd;
-	int pending_fd;           /* accepted by listener_ready, or -1 */
-	int cred_ok;              /* SO_PEERCRED meaningful on accepted conns */
+	int fd;                   /* listening socket */
+	int epfd;                 /* epoll: fd, tfd and the pending sockets */
+	int tfd;                  /* timerfd: the oldest pending one expires */
+	int is_unix;
+	int paused;               /* fd out of the epoll set (pending full) */
+	int npend, nready;
+	int pend[IPC__SOCK_PENDING_MAX];  /* accepted, hello not yet whole */
+	int64_t pend_since[IPC__SOCK_PENDING_MAX]; /* when (ipc__now) */
+	int ready[IPC__SOCK_PENDING_MAX]; /* hello whole: accept takes these */
 	char addr[IPC_ADDR_MAX + 1]; /* bound address, "scheme:..." */
 	char path[108];           /* unix path to unlink at close, or "" */
 	dev_t dev;                /* identity of the socket file we made */
 	ino_t ino;
 };
+
+/* Make the epoll and timer descriptors (l->fd set and listening; on
+ * failure the caller still owns l->fd).  0 or -1.  Transports set epfd
+ * and tfd to -1 first.  npend + nready <= the max. */
+int ipc__sock_listener_init(struct ipc__sock_listener *l);
 
 struct ipc_conn *ipc__sock_accept(struct ipc_listener *l, int64_t deadline);
 int ipc__sock_listener_addr(const struct ipc_listener *l, char *buf, size_t len);
