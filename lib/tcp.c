@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,73 @@
 
 #include "ipc_impl.h"
 
-/* Resolve host:port; passive for listen.  EHOSTUNREACH if it does not resolve. */
-static struct addrinfo *tcp_resolve(const char *name, int passive)
+/*
+ * getaddrinfo bounded by deadline.  A numeric address never waits; a name
+ * is resolved with getaddrinfo_a, which runs glibc's resolver in a helper
+ * thread of glibc's for the duration of the lookup (documented in
+ * ipc_connect(3)), so that the wait ends at the deadline.  A lookup still
+ * running then is cancelled; if glibc cannot cancel it, its request block
+ * (a few hundred bytes) is left to the helper, which writes into it when
+ * the resolver finally answers.  Returns getaddrinfo's codes; EAI_SYSTEM
+ * with ETIMEDOUT when the deadline passed.
+ */
+struct tcp_lookup {
+	struct gaicb cb;
+	struct addrinfo hints;
+	char port[12];
+	char host[]; /* NUL-terminated */
+};
+
+static int tcp_getaddrinfo(const char *host, const char *port, const struct addrinfo *hints,
+			   struct addrinfo **res, int64_t deadline)
+{
+	struct addrinfo numeric = *hints;
+	numeric.ai_flags |= AI_NUMERICHOST;
+	int r = getaddrinfo(host, port, &numeric, res);
+	if (r != EAI_NONAME || !host || deadline == IPC__FOREVER || deadline == IPC__NOW)
+		return r == EAI_NONAME && host ? getaddrinfo(host, port, hints, res) : r;
+	size_t hl = strlen(host);
+	struct tcp_lookup *lk = calloc(1, sizeof *lk + hl + 1);
+	if (!lk)
+		return EAI_MEMORY;
+	memcpy(lk->host, host, hl + 1);
+	snprintf(lk->port, sizeof lk->port, "%s", port);
+	lk->hints = *hints;
+	lk->cb.ar_name = lk->host;
+	lk->cb.ar_service = lk->port;
+	lk->cb.ar_request = &lk->hints;
+	struct gaicb *list[1] = {&lk->cb};
+	struct sigevent sev = {.sigev_notify = SIGEV_NONE};
+	r = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
+	if (r != 0) {
+		free(lk);
+		return r;
+	}
+	for (;;) {
+		int64_t left = deadline - ipc__now();
+		if (left <= 0) {
+			if (gai_cancel(&lk->cb) == EAI_CANCELED || gai_error(&lk->cb) != EAI_INPROGRESS) {
+				if (gai_error(&lk->cb) == 0)
+					freeaddrinfo(lk->cb.ar_result);
+				free(lk);
+			} /* else: still the helper's */
+			errno = ETIMEDOUT;
+			return EAI_SYSTEM;
+		}
+		struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
+		r = gai_suspend((const struct gaicb *const *)list, 1, &ts);
+		if (r == 0 || r == EAI_ALLDONE)
+			break;
+	}
+	r = gai_error(&lk->cb);
+	*res = r == 0 ? lk->cb.ar_result : NULL;
+	free(lk);
+	return r;
+}
+
+/* Resolve host:port by deadline; passive for listen.  EHOSTUNREACH if it
+ * does not resolve, ETIMEDOUT if the deadline passes first. */
+static struct addrinfo *tcp_resolve(const char *name, int passive, int64_t deadline)
 {
 	char host[NI_MAXHOST], port[12];
 	unsigned p;
@@ -30,7 +96,7 @@ static struct addrinfo *tcp_resolve(const char *name, int passive)
 		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : AI_ADDRCONFIG),
 	};
 	struct addrinfo *res = NULL;
-	int r = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	int r = tcp_getaddrinfo(host[0] ? host : NULL, port, &hints, &res, deadline);
 	if (r != 0) {
 		errno = r == EAI_MEMORY ? ENOMEM : r == EAI_SYSTEM ? errno : EHOSTUNREACH;
 		return NULL;
@@ -67,7 +133,7 @@ static struct ipc_listener *tcp_listen(const char *name, const struct ipc_option
 {
 	struct ipc__sock_listener *l = NULL;
 	int fd = -1, one = 1, zero = 0, err = EADDRNOTAVAIL;
-	struct addrinfo *res = tcp_resolve(name, 1);
+	struct addrinfo *res = tcp_resolve(name, 1, IPC__FOREVER);
 	if (!res)
 		return NULL;
 	if (!(l = calloc(1, sizeof *l)))
@@ -116,7 +182,7 @@ fail:
 static struct ipc_conn *tcp_connect(const char *name, const struct ipc_options *o, int64_t deadline)
 {
 	int fd = -1, err = ECONNREFUSED;
-	struct addrinfo *res = tcp_resolve(name, 0);
+	struct addrinfo *res = tcp_resolve(name, 0, deadline);
 	if (!res)
 		return NULL;
 	for (struct addrinfo *a = res; a; a = a->ai_next) {
