@@ -3,32 +3,97 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ipc_impl.h"
 
 /*
  * getaddrinfo bounded by deadline.  A numeric address never waits; a name
- * is resolved with getaddrinfo_a, which runs glibc's resolver in a helper
- * thread of glibc's for the duration of the lookup (documented in
- * ipc_connect(3)), so that the wait ends at the deadline.  A lookup still
- * running then is cancelled; if glibc cannot cancel it, its request block
- * (a few hundred bytes) is left to the helper, which writes into it when
- * the resolver finally answers.  Returns getaddrinfo's codes; EAI_SYSTEM
- * with ETIMEDOUT when the deadline passed.
+ * is resolved by a short-lived detached thread (all signals blocked in
+ * it) while the caller waits for it until the deadline (documented in
+ * ipc_connect(3)).  A lookup still running then is abandoned: the thread
+ * frees its request when the resolver finally answers.  Returns
+ * getaddrinfo's codes; EAI_SYSTEM with ETIMEDOUT when the deadline passed.
  */
 struct tcp_lookup {
-	struct gaicb cb;
-	struct addrinfo hints;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done, abandoned, rc, err;
+	struct addrinfo hints, *res;
 	char port[12];
 	char host[]; /* NUL-terminated */
 };
+
+static void lookup_free(struct tcp_lookup *lk)
+{
+	pthread_cond_destroy(&lk->cv);
+	pthread_mutex_destroy(&lk->mu);
+	free(lk);
+}
+
+static void *lookup_main(void *arg)
+{
+	struct tcp_lookup *lk = arg;
+	struct addrinfo *res = NULL;
+	int rc = getaddrinfo(lk->host, lk->port, &lk->hints, &res);
+	int err = errno;
+	pthread_mutex_lock(&lk->mu);
+	if (lk->abandoned) {
+		pthread_mutex_unlock(&lk->mu);
+		if (rc == 0)
+			freeaddrinfo(res);
+		lookup_free(lk);
+		return NULL;
+	}
+	lk->rc = rc;
+	lk->err = err;
+	lk->res = res;
+	lk->done = 1;
+	pthread_cond_signal(&lk->cv);
+	pthread_mutex_unlock(&lk->mu);
+	return NULL;
+}
+
+static struct tcp_lookup *lookup_new(const char *host, const char *port, const struct addrinfo *hints)
+{
+	size_t hl = strlen(host);
+	struct tcp_lookup *lk = calloc(1, sizeof *lk + hl + 1);
+	pthread_condattr_t ca;
+	if (!lk)
+		return NULL;
+	memcpy(lk->host, host, hl + 1);
+	snprintf(lk->port, sizeof lk->port, "%s", port);
+	lk->hints = *hints;
+	pthread_mutex_init(&lk->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&lk->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return lk;
+}
+
+static int lookup_start(struct tcp_lookup *lk)
+{
+	pthread_attr_t at;
+	pthread_t th;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits it */
+	int r = pthread_create(&th, &at, lookup_main, lk);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&at);
+	return r;
+}
 
 static int tcp_getaddrinfo(const char *host, const char *port, const struct addrinfo *hints,
 			   struct addrinfo **res, int64_t deadline)
@@ -36,44 +101,29 @@ static int tcp_getaddrinfo(const char *host, const char *port, const struct addr
 	struct addrinfo numeric = *hints;
 	numeric.ai_flags |= AI_NUMERICHOST;
 	int r = getaddrinfo(host, port, &numeric, res);
-	if (r != EAI_NONAME || !host || deadline == IPC__FOREVER || deadline == IPC__NOW)
-		return r == EAI_NONAME && host ? getaddrinfo(host, port, hints, res) : r;
-	size_t hl = strlen(host);
-	struct tcp_lookup *lk = calloc(1, sizeof *lk + hl + 1);
-	if (!lk)
-		return EAI_MEMORY;
-	memcpy(lk->host, host, hl + 1);
-	snprintf(lk->port, sizeof lk->port, "%s", port);
-	lk->hints = *hints;
-	lk->cb.ar_name = lk->host;
-	lk->cb.ar_service = lk->port;
-	lk->cb.ar_request = &lk->hints;
-	struct gaicb *list[1] = {&lk->cb};
-	struct sigevent sev = {.sigev_notify = SIGEV_NONE};
-	r = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
-	if (r != 0) {
-		free(lk);
+	if (r != EAI_NONAME || !host)
 		return r;
+	struct tcp_lookup *lk = NULL;
+	if (deadline == IPC__FOREVER || deadline == IPC__NOW || !(lk = lookup_new(host, port, hints)) ||
+	    lookup_start(lk) != 0) {
+		if (lk)
+			lookup_free(lk);
+		return getaddrinfo(host, port, hints, res); /* cannot bound it */
 	}
-	for (;;) {
-		int64_t left = deadline - ipc__now();
-		if (left <= 0) {
-			if (gai_cancel(&lk->cb) == EAI_CANCELED || gai_error(&lk->cb) != EAI_INPROGRESS) {
-				if (gai_error(&lk->cb) == 0)
-					freeaddrinfo(lk->cb.ar_result);
-				free(lk);
-			} /* else: still the helper's */
+	struct timespec ts = {.tv_sec = deadline / 1000000000, .tv_nsec = deadline % 1000000000};
+	pthread_mutex_lock(&lk->mu);
+	while (!lk->done)
+		if (pthread_cond_timedwait(&lk->cv, &lk->mu, &ts) == ETIMEDOUT && !lk->done) {
+			lk->abandoned = 1; /* the thread frees it */
+			pthread_mutex_unlock(&lk->mu);
 			errno = ETIMEDOUT;
 			return EAI_SYSTEM;
 		}
-		struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
-		r = gai_suspend((const struct gaicb *const *)list, 1, &ts);
-		if (r == 0 || r == EAI_ALLDONE)
-			break;
-	}
-	r = gai_error(&lk->cb);
-	*res = r == 0 ? lk->cb.ar_result : NULL;
-	free(lk);
+	pthread_mutex_unlock(&lk->mu);
+	r = lk->rc;
+	*res = lk->res;
+	errno = lk->err;
+	lookup_free(lk);
 	return r;
 }
 
