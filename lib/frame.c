@@ -32,7 +32,8 @@ struct stream {
 	struct ipc_conn base;
 	const struct ipc__bstream_ops *ops;
 	void *ctx;
-	atomic_int owner; /* the process using it (0: the first to use it) */
+	atomic_int owner; /* ipc_pair end: the process using it (0: none yet);
+			   * -1: any process (ipc(7), "Fork and exec") */
 
 	/* receive side */
 	unsigned char *ib;
@@ -122,7 +123,7 @@ struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, 
 	s->ops = ops;
 	s->ctx = ctx;
 	s->base.opt = *o;
-	atomic_init(&s->owner, (int)getpid());
+	atomic_init(&s->owner, -1);
 	pthread_mutex_init(&s->slock, NULL);
 	unsigned char hello[IPC__HELLO_LEN];
 	ipc__hello_encode(hello, IPC__HELLO_OK);
@@ -756,7 +757,8 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 {
 	struct stream *s = S(c);
 	int rc = 0, err = 0;
-	if (atomic_load_explicit(&s->owner, memory_order_relaxed) != (int)getpid()) {
+	int owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+	if (owner != -1 && owner != (int)getpid()) {
 		stream_forget(s); /* no end-of-stream, no shutdown: not ours */
 		return 0;
 	}

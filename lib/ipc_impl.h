@@ -362,12 +362,13 @@ struct ipc__bstream_ops {
 struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, const struct ipc_options *o);
 
 /*
- * A stream connection belongs to the process that made it: ipc_close in
- * any other process (a copy inherited through fork) only releases that
- * process's memory and descriptors, without the end-of-stream frame or a
- * shutdown that would end the owner's connection.  ipc__stream_disown()
- * (ipc_pair, before the fork) leaves it to the first process that sends,
- * receives or polls on it; closed unused, it is just released.
+ * ipc_pair ends are made to be split by a fork: ipc__stream_disown() makes
+ * an end belong to the first process that sends, receives or polls on it;
+ * ipc_close in any other process (one that inherited it unused) only
+ * releases that process's memory and descriptors, without the
+ * end-of-stream frame or a shutdown that would end the user's connection.
+ * Other connections are closed fully by whoever closes them (ipc(7):
+ * after fork only one process may use or close a handle).
  */
 void ipc__stream_disown(struct ipc_conn *c);
 
