@@ -1,6 +1,9 @@
 /* test_mq.c - mq:/name specific tests: no leftovers in the mq namespace
  * (after close and after SIGKILL of either side), dead peer bound, 64 MiB,
- * kernel limits, queue exhaustion, credentials and access control. */
+ * kernel limits, queue exhaustion, credentials and access control; and
+ * the server side (issue 11): fifty clients of one uid, messages of a client
+ * that closed before accept, a forked child with held data, non-blocking
+ * sends of any size, both sides closing with data held. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <mqueue.h>
@@ -19,7 +22,7 @@
 #include "test.h"
 
 #define MQDIR "/dev/mqueue"
-#define DEAD_BOUND_MS 1000 /* documented 50 ms slice, generous for CI */
+#define DEAD_BOUND_MS 1000 /* a blocked call watches the socket: at once; generous for CI */
 
 /* Make /dev/mqueue visible (mount it as root if needed) or SKIP. */
 static void need_mqdir(void)
