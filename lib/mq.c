@@ -283,11 +283,6 @@ static int errno_of_state(int st, int perr, int sending)
  * whatever flag the (shared) open file description carries. */
 static const struct timespec q_past = {0, 0};
 
-static int deadline_passed(int64_t deadline)
-{
-	return deadline == IPC__NOW || (deadline != IPC__FOREVER && ipc__now() >= deadline);
-}
-
 /* One try to queue a chunk. */
 static enum q_res q_put(mqd_t q, const void *buf, size_t n)
 {
@@ -423,7 +418,7 @@ static enum q_res sq_put(struct mq_conn *c, const void *buf, size_t n, int64_t d
 			errno = peer_err(c, 1);
 			return Q_ERR;
 		}
-		if (deadline_passed(deadline)) {
+		if (ipc__deadline_passed(deadline)) {
 			ipc__wouldblock(deadline);
 			return Q_FULL;
 		}
@@ -473,13 +468,13 @@ static int held_push(struct mq_conn *c, int64_t deadline)
 	return 0;
 }
 
-struct cursor {
+struct iov_cursor {
 	const struct iovec *iov;
 	int cnt;
 	size_t off;
 };
 
-static void cur_copy(struct cursor *k, unsigned char *dst, size_t n)
+static void iov_copy(struct iov_cursor *k, unsigned char *dst, size_t n)
 {
 	while (n > 0) {
 		size_t avail = k->iov->iov_len - k->off;
@@ -500,7 +495,7 @@ static void cur_copy(struct cursor *k, unsigned char *dst, size_t n)
 }
 
 /* t contiguous bytes at the cursor: in place if possible, else copied. */
-static const void *cur_take(struct cursor *k, size_t t, unsigned char *scratch)
+static const void *iov_take(struct iov_cursor *k, size_t t, unsigned char *scratch)
 {
 	while (k->cnt > 0 && k->off == k->iov->iov_len) {
 		k->iov++;
@@ -512,7 +507,7 @@ static const void *cur_take(struct cursor *k, size_t t, unsigned char *scratch)
 		k->off += t;
 		return p;
 	}
-	cur_copy(k, scratch, t);
+	iov_copy(k, scratch, t);
 	return scratch;
 }
 
@@ -534,9 +529,9 @@ static int held_keep(struct mq_conn *c, const struct iovec *iov, int iovcnt, siz
 		h->buf = p;
 		h->cap = n ? n : 1;
 	}
-	struct cursor k = {iov, iovcnt, 0};
-	cur_copy(&k, NULL, off);
-	cur_copy(&k, h->buf, n);
+	struct iov_cursor k = {iov, iovcnt, 0};
+	iov_copy(&k, NULL, off);
+	iov_copy(&k, h->buf, n);
 	h->total = total;
 	h->base = h->off = off;
 	h->first = first;
@@ -573,18 +568,18 @@ static int tx_msg(struct mq_conn *c, const struct iovec *iov, int iovcnt, size_t
 	/* order: behind what is held; EAGAIN while it still is */
 	if (c->held.on && held_push(c, deadline) < 0)
 		return -1;
-	struct cursor k = {iov, iovcnt, 0};
+	struct iov_cursor k = {iov, iovcnt, 0};
 	for (int first = 1;; first = 0) {
 		size_t t = ipc__mq_chunk_payload(ms, total, off, first);
 		const void *src;
 		size_t len = t;
 		if (first && total >= ms) {
-			cur_copy(&k, c->sbuf, t);
+			iov_copy(&k, c->sbuf, t);
 			ipc__mq_trailer(c->sbuf, ms, IPC__MQ_TAG_FIRST, (uint32_t)total);
 			src = c->sbuf;
 			len = ms;
 		} else {
-			src = cur_take(&k, t, c->sbuf);
+			src = iov_take(&k, t, c->sbuf);
 		}
 		enum q_res r = sq_put(c, src, len, deadline);
 		if (r == Q_ERR)
@@ -701,7 +696,7 @@ static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadli
 		held_nudge(c);
 		if (peer_check(c) != P_OPEN)
 			return rq_gone(c, buf, cap);
-		if (deadline_passed(deadline))
+		if (ipc__deadline_passed(deadline))
 			return ipc__wouldblock(deadline);
 		int held = atomic_load(&c->held_on);
 		if (q_wait(c, c->rq, POLLIN, held ? c->sq : -1, POLLOUT, deadline) < 0)
@@ -761,7 +756,7 @@ static int rx_fill(struct mq_conn *c, int64_t deadline, int quiet)
 	return 0;
 }
 
-static ssize_t rx_deliver(struct mq_conn *c, void *buf, size_t len, void **allocp)
+static ssize_t rq_deliver(struct mq_conn *c, void *buf, size_t len, void **allocp)
 {
 	if (c->pend) {
 		size_t n = c->pend_len;
@@ -824,7 +819,7 @@ static ssize_t rx_msg(struct mq_conn *c, void *buf, size_t len, void **allocp, i
 		}
 	}
 	if (rx_fill(c, deadline, quiet) == 0)
-		r = rx_deliver(c, buf, len, allocp);
+		r = rq_deliver(c, buf, len, allocp);
 out:
 	c->r_ubuf = NULL;
 	if (r < 0 && c->as.user) { /* only after a sticky error */
@@ -1029,7 +1024,7 @@ static int held_linger(struct mq_conn *c, int64_t linger)
 			return peer_check(c) == P_DEAD ? (errno = ECONNRESET, -1) : -1;
 		for (int i = 0; i < DRAIN_ROUND && q_get(c->rq, c->rbuf, c->r_msgsize) >= 0; i++)
 			;
-		if (deadline_passed(linger)) {
+		if (ipc__deadline_passed(linger)) {
 			errno = ETIMEDOUT;
 			return -1;
 		}
