@@ -177,7 +177,6 @@ TEST(hostile_row7_queue_name)
 		char c = 'w';
 		if (write(go[1], &c, 1) != 1)
 			_exit(4);
-		int seen = 0, opened = 0;
 		for (;;) { /* until killed: open whatever appears */
 			char buf[4096] __attribute__((aligned(8)));
 			ssize_t n = read(in, buf, sizeof buf);
@@ -187,13 +186,11 @@ TEST(hostile_row7_queue_name)
 					char name[300];
 					snprintf(name, sizeof name, "/%s", ev->name);
 					mqd_t q = mq_open(name, O_RDONLY | O_NONBLOCK);
-					seen++;
 					if (q != (mqd_t)-1) {
-						opened++;
 						mq_close(q);
 						if (write(rep[1], "o", 1) != 1)
 							_exit(5);
-					} else if (seen == 1 && write(rep[1], "s", 1) != 1) {
+					} else if (write(rep[1], "s", 1) != 1) {
 						_exit(5);
 					}
 				}
@@ -227,8 +224,7 @@ TEST(hostile_row7_queue_name)
 		seen += c == 's';
 	}
 	CHECKF(opened == 0, "the other uid opened %d queues", opened);
-	if (!seen && !opened)
-		printf("note: the watcher never saw a queue name (the window is short)\n");
+	CHECKF(seen > 0, "the watcher saw no queue name: the test proves nothing");
 	ipc_listener_close(l);
 }
 
