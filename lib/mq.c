@@ -694,7 +694,9 @@ static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadli
 		if (quiet)
 			return -1;
 		held_nudge(c);
-		if (peer_check(c) != P_OPEN)
+		/* a wait watches the socket itself: look now only if it will
+		 * not wait, or once the peer is known gone */
+		if ((deadline == IPC__NOW || atomic_load(&c->gone)) && peer_check(c) != P_OPEN)
 			return rq_gone(c, buf, cap);
 		if (ipc__deadline_passed(deadline))
 			return ipc__wouldblock(deadline);
