@@ -27,11 +27,15 @@
  * Queue shape.  RLIMIT_MSGQUEUE is one budget for every queue of a user
  * (800 KiB by default), charged maxmsg * (msgsize + 96) bytes per queue on
  * 64-bit Linux.  So queues are small: Q_MAXMSG messages of Q_MSGSIZE
- * bytes (within /proc/sys/fs/mqueue/msg_max and msgsize_max), about 9 KiB
- * per connection, so that one user's budget serves about 90 connections;
+ * bytes (within /proc/sys/fs/mqueue/msg_max and msgsize_max), about 12 KiB
+ * per connection, so that one user's budget serves about 65 connections;
  * if mq_open fails with EMFILE (budget spent) the queues drop to
  * Q_MAXMSG_LOW x Q_MSGSIZE_LOW once, then connect fails with EMFILE
- * (ENOSPC: queues_max).  Larger messages are chunked (mq_proto.h).
+ * (ENOSPC: queues_max).  Larger messages are chunked (mq_proto.h).  The
+ * price is throughput for large messages (a 4 KiB message is 9 queue
+ * messages).  Sizing by probing the budget (big queues while it has room)
+ * was tried and dropped: the probes themselves spend the budget for a
+ * moment, so concurrent connects fail with EMFILE.
  *
  * Never trusting the queue flags.  The peer shares the open file
  * descriptions of both queues and may set or clear O_NONBLOCK on them at
