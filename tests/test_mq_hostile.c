@@ -9,7 +9,9 @@
 #include <grp.h>
 #include <mqueue.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -274,6 +277,24 @@ static int leftovers_of(const pid_t *killed, int n)
 	return left;
 }
 
+struct drain {
+	ipc_listener *l;
+	atomic_int stop;
+};
+
+/* Accept and close whatever arrives: connections in flight hold queues
+ * (and the user's queue budget, shared with other tests) until accepted. */
+static void *drain_fn(void *arg)
+{
+	struct drain *d = arg;
+	while (!d->stop) {
+		ipc_conn *s = ipc_accept(d->l, 0);
+		if (s)
+			ipc_close(s);
+	}
+	return NULL;
+}
+
 /* Issue 10 row 8: names left by a SIGKILL inside connect are reaped by
  * the next listen or connect; live pids and other uids are left alone. */
 TEST(hostile_row8_kill_during_connect)
@@ -310,25 +331,33 @@ TEST(hostile_row8_kill_during_connect)
 	enum { ROUNDS = 150, SOAK_ROUNDS = 2000 };
 	static pid_t killed[SOAK_ROUNDS];
 	int rounds = getenv("IPC_SOAK") ? SOAK_ROUNDS : ROUNDS;
+	struct ipc_options ao;
+	ipc_options_init(&ao);
+	ao.recv_timeout_ms = 50; /* the drain thread's accept */
+	ipc_listener_close(l);
+	l = t_listen("mq", &ao, bound);
+	struct drain dr = {l, 0};
+	atomic_init(&dr.stop, 0);
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, drain_fn, &dr) == 0);
 	for (int i = 0; i < rounds; i++) {
 		fflush(NULL);
 		pid_t p = fork();
 		CHECK(p >= 0);
-		if (p == 0) {
-			for (;;) {
-				ipc_conn *k = ipc_connect(bound, NULL);
-				if (k)
-					ipc_close(k);
-			}
+		if (p == 0) { /* one connect: at most one in flight per round */
+			ipc_conn *k = ipc_connect(bound, NULL);
+			if (k)
+				ipc_close(k);
+			pause();
 		}
-		t_sleep_ms(rand() % 4);
+		struct timespec ts = {0, (long)(rand() % 800) * 1000}; /* lands anywhere in connect */
+		nanosleep(&ts, NULL);
 		kill(p, SIGKILL);
 		t_wait(p);
 		killed[i] = p;
-		ipc_conn *s;
-		while ((s = ipc_accept(l, IPC_DONTWAIT)))
-			ipc_close(s);
 	}
+	dr.stop = 1;
+	CHECK(pthread_join(th, NULL) == 0);
 	c = ipc_connect(bound, NULL);
 	CHECK(c != NULL);
 	int left = leftovers_of(killed, rounds);
