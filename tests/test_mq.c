@@ -376,7 +376,9 @@ TEST(mq_send_after_peer_close)
 }
 
 /* Issue 11 item 5: 50 client processes of one uid served by one listener
- * under the default RLIMIT_MSGQUEUE (queues are small by default). */
+ * under the default RLIMIT_MSGQUEUE (queues are small by default), all
+ * connected at once.  The budget is per user: other programs of the same
+ * uid using POSIX queues at the same moment can make this fail (EMFILE). */
 TEST(mq_fifty_clients)
 {
 	TEST_TIMEOUT(120);
@@ -421,7 +423,7 @@ TEST(mq_fifty_clients)
 				CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "client %d: status %#x", i, st);
 				pids[i] = 0;
 			}
-		int r = ipc_poll(it, (size_t)n, 1000);
+		int r = ipc_poll(it, accepted < N ? 1 : (size_t)n, 1000);
 		CHECK(r >= 0);
 		if (it[0].revents & IPC_POLLIN) {
 			ipc_conn *c;
@@ -432,7 +434,8 @@ TEST(mq_fifty_clients)
 			}
 		}
 		for (int i = 1; i < n; i++) {
-			if (!it[i].revents)
+			/* serve nobody until all are connected: 50 at once */
+			if (!it[i].revents || accepted < N)
 				continue;
 			ssize_t m;
 			while ((m = ipc_recv(it[i].conn, buf, sizeof buf, IPC_DONTWAIT)) >= 0)
