@@ -66,8 +66,10 @@ static void row4(int set)
 	CHECK(pid >= 0);
 	if (pid == 0) {
 		ipc_conn *c = ipc_connect(bound, NULL);
-		if (!c || ipc_send(c, "hi", 2, 0) != 2)
+		if (!c || ipc_send(c, "hi", 2, 0) != 2) {
+			fprintf(stderr, "peer: %s: %s\n", c ? "send" : "connect", strerror(errno));
 			_exit(2);
+		}
 		char b;
 		if (read(down[0], &b, 1) != 1) /* flip once accepted */
 			_exit(3);
