@@ -418,7 +418,8 @@ static enum q_res sq_put(struct mq_conn *c, const void *buf, size_t n, int64_t d
 		enum q_res r = q_put(c->sq, buf, n);
 		if (r != Q_FULL)
 			return r;
-		if (peer_check(c) != P_OPEN) {
+		/* a wait watches the socket itself (as in rx_chunk) */
+		if ((deadline == IPC__NOW || atomic_load(&c->gone)) && peer_check(c) != P_OPEN) {
 			errno = peer_err(c, 1);
 			return Q_ERR;
 		}
