@@ -210,6 +210,10 @@ int ipc__remaining_ms(int64_t deadline);
  * ETIMEDOUT.  Sets errno and returns -1. */
 int ipc__wouldblock(int64_t deadline);
 
+/* Has deadline passed?  Always for IPC__NOW, never for IPC__FOREVER (reads
+ * the clock only for a timed deadline). */
+int ipc__deadline_passed(int64_t deadline);
+
 /* Wait until fd reports any of events (POLLIN/POLLOUT) or an error/hangup,
  * or until deadline.  EINTR is retried with the remaining time.  Returns
  * the revents (> 0), or -1 with EAGAIN/ETIMEDOUT (deadline) or the poll
