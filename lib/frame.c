@@ -39,6 +39,7 @@ struct stream {
 	unsigned char *ib;
 	size_t ioff, ilen;
 	int hello_ok;
+	atomic_int hello_seen; /* the peer's hello was read: 1 ok, 2 refused */
 	int have_hdr;
 	uint32_t mlen;
 	unsigned char *big; /* message being assembled, mlen bytes */
@@ -263,8 +264,12 @@ static int rx_header(struct stream *s, int64_t deadline)
 	if (!s->hello_ok) {
 		if (rx_need(s, IPC__HELLO_LEN, deadline) < 0)
 			return -1;
-		if (ipc__hello_check(s->ib + s->ioff) < 0)
+		if (ipc__hello_check(s->ib + s->ioff) < 0) {
+			if (errno == EACCES)
+				atomic_store_explicit(&s->hello_seen, 2, memory_order_relaxed);
 			return rx_end(s, errno); /* EPROTO, or EACCES: refused */
+		}
+		atomic_store_explicit(&s->hello_seen, 1, memory_order_relaxed);
 		rx_consume(s, IPC__HELLO_LEN);
 		s->hello_ok = 1;
 	}
@@ -416,11 +421,25 @@ ssize_t ipc__stream_recv_batch(struct ipc_conn *c, struct iovec *msgs, size_t n,
 
 /* ---- send ------------------------------------------------------------- */
 
+/* A peer gone before we read its hello may have refused us (ipc-wire(7)):
+ * its refusal hello is still queued for the receive side, which this
+ * looks at without taking it. */
+static int tx_refused(struct stream *s)
+{
+	int seen = atomic_load_explicit(&s->hello_seen, memory_order_relaxed);
+	if (seen || !s->ops->peek)
+		return seen == 2;
+	unsigned char h[IPC__HELLO_LEN];
+	return s->ops->peek(s->ctx, h, sizeof h) == (ssize_t)sizeof h && ipc__hello_check(h) < 0 && errno == EACCES;
+}
+
 static int tx_fail(struct stream *s, int err)
 {
 	if (err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN || err == ETIMEDOUT || err == EHOSTUNREACH ||
 	    err == ENETUNREACH || err == EHOSTDOWN || err == ENETDOWN)
 		err = EPIPE; /* the peer or the link is gone */
+	if (err == EPIPE && !s->serr && tx_refused(s))
+		err = EACCES;
 	if (!s->serr)
 		s->serr = err;
 	atomic_store_explicit(&s->pending, 0, memory_order_relaxed); /* can never move now */

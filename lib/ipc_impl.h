@@ -339,6 +339,12 @@ struct ipc__bstream_ops {
 	 * it cannot tell cheaply. */
 	int (*peer_ended)(void *ctx);
 
+	/* Optional: copy up to n bytes the receive side has not read yet,
+	 * without taking them and without waiting.  Returns the count or -1.
+	 * Called by the send path only once the peer is gone, to tell a
+	 * refusal from a close; it must not disturb a concurrent read. */
+	ssize_t (*peek)(void *ctx, void *buf, size_t n);
+
 	/* End our direction after everything written so far (FIN,
 	 * close_notify).  0 or -1 (ignored by frame.c). */
 	int (*shutdown_write)(void *ctx);
