@@ -10,17 +10,69 @@
 #include <unistd.h>
 
 #include "ipc_impl.h"
+#include "ring.h"
 #include "test.h"
 
-/* lib/shm.c test hook: 0 rx head, 1 rx tail, 2 rx data, 3 tx head, 4 tx
- * tail, 5 tx data, 6 our state word, 7 the peer's. */
-void *ipc__shm_test_ptr(ipc_conn *c, int what, size_t *ringsize);
+/*
+ * A hostile peer shares the mapping: so do these tests.  The region of a
+ * connection is a memfd mapped by both ends; its layout, as a peer sees it
+ * (lib/shm.c, struct shm_hdr): one header page (state words, the two ring
+ * control blocks of ring.h), then the client->server ring, then the
+ * server->client ring.  The mapping of a pair made in this process is
+ * found in /proc/self/maps by its inode.
+ */
+struct t_shm_hdr {
+	uint32_t magic, version;
+	uint64_t cap[2], rsize[2], region;
+	_Alignas(IPC__RING_LINE) _Atomic uint32_t state[2]; /* [0] client, [1] server */
+	_Alignas(IPC__RING_LINE) _Atomic uint32_t asym[2];
+	_Alignas(IPC__RING_LINE) struct ipc__ring_ctl ctl[2]; /* [0] c->s, [1] s->c */
+};
 
-static _Atomic uint64_t *word(ipc_conn *c, int what)
+/* Inodes of the libipc-shm memfds mapped now (up to cap). */
+static int shm_inodes(unsigned long *ino, int cap, unsigned char **base)
 {
-	void *p = ipc__shm_test_ptr(c, what, NULL);
-	CHECK(p != NULL);
-	return p;
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int n = 0;
+	CHECK(f != NULL);
+	while (fgets(line, sizeof line, f) && n < cap) {
+		unsigned long lo, hi, off, in;
+		char perm[8], dev[16];
+		if (!strstr(line, "memfd:libipc-shm") ||
+		    sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perm, &off, dev, &in) != 6 || off != 0)
+			continue;
+		ino[n] = in;
+		base[n++] = (unsigned char *)lo;
+	}
+	fclose(f);
+	return n;
+}
+
+/* A client/server pair and the header of its region (as its peer sees it). */
+static struct t_shm_hdr *shm_pair(const struct ipc_options *o, ipc_conn **s, ipc_conn **c)
+{
+	unsigned long before[256], after[256];
+	unsigned char *bb[256], *ab[256];
+	int nb = shm_inodes(before, 256, bb);
+	t_pair("shm", o, s, c);
+	int na = shm_inodes(after, 256, ab);
+	for (int i = 0; i < na; i++) {
+		int old = 0;
+		for (int k = 0; k < nb; k++)
+			old |= before[k] == after[i];
+		if (!old)
+			return (struct t_shm_hdr *)ab[i];
+	}
+	CHECKF(0, "no new shm mapping (%d before, %d after)", nb, na);
+	return NULL;
+}
+
+/* The ring data of direction d (0 c->s, 1 s->c) and its size. */
+static unsigned char *shm_data(struct t_shm_hdr *h, int d, size_t *size)
+{
+	*size = (size_t)h->rsize[d];
+	return (unsigned char *)h + 4096 + (d ? h->rsize[0] : 0);
 }
 
 static void opts_cap(struct ipc_options *o, size_t cap)
@@ -82,13 +134,23 @@ TEST(shm_basic)
 	ping(c, s, 4092, 3);      /* exactly fills the ring */
 	ping(c, s, 4093, 4);      /* streams */
 	ping(c, s, 300000, 5);    /* many times the ring */
-	/* nonblocking: too big for the ring -> EMSGSIZE; EAGAIN when full */
+	/* nonblocking: any size is accepted while nothing is held (the rest
+	 * is held and moved by later calls); EAGAIN while something is */
 	char buf[5000] = {0};
-	CHECK_FAILS(ipc_send(c, buf, 4093, IPC_DONTWAIT), EMSGSIZE);
 	CHECK(ipc_send(c, buf, 3000, IPC_DONTWAIT) == 3000);
+	CHECK(ipc_send(c, buf, 3000, IPC_DONTWAIT) == 3000); /* held */
 	CHECK_FAILS(ipc_send(c, buf, 3000, IPC_DONTWAIT), EAGAIN);
 	CHECK_FAILS(ipc_recv(s, buf, 10, 0), EMSGSIZE);
 	CHECK(ipc_recv(s, buf, sizeof buf, 0) == 3000);
+	CHECK_FAILS(ipc_recv(s, buf, sizeof buf, IPC_DONTWAIT), EAGAIN); /* still held */
+	CHECK(ipc_flush(c, IPC_DONTWAIT) == 0);
+	CHECK(ipc_recv(s, buf, sizeof buf, 0) == 3000);
+	CHECK(ipc_send(c, buf, 4093, IPC_DONTWAIT) == 4093); /* larger than the ring */
+	short pev;
+	CHECK(!(ipc_conn_ready(c, IPC_POLLOUT, &pev) & IPC_POLLOUT));
+	CHECK_FAILS(ipc_recv(s, buf, sizeof buf, IPC_DONTWAIT), EAGAIN);
+	CHECK(ipc_conn_ready(c, IPC_POLLOUT, &pev) & IPC_POLLOUT); /* moved the rest */
+	CHECK(ipc_recv(s, buf, sizeof buf, 0) == 4093);
 	CHECK_FAILS(ipc_recv(s, buf, sizeof buf, IPC_DONTWAIT), EAGAIN);
 	struct ipc_cred cr;
 	CHECK(ipc_conn_peer_cred(s, &cr) == 0);
@@ -151,7 +213,7 @@ TEST(shm_many_clients_no_leftovers)
 	char buf[1000] = {0};
 	while (ipc_send(sv[0], buf, sizeof buf, IPC_DONTWAIT) == (ssize_t)sizeof buf)
 		;
-	CHECK(errno == EAGAIN);
+	CHECK(errno == EAGAIN); /* one message held */
 	for (int i = 1; i < N; i++)
 		ping(cl[i], sv[i], (size_t)i * 1000, (uint64_t)i);
 	/* connections outlive their listener; a pending unaccepted one is reset */
@@ -163,7 +225,10 @@ TEST(shm_many_clients_no_leftovers)
 	ping(cl[5], sv[5], 10, 5);
 	for (int i = 0; i < N; i++) {
 		CHECK(ipc_close(cl[i]) == 0);
-		CHECK(ipc_close(sv[i]) == 0);
+		if (i == 0) /* its held message can no longer be delivered */
+			CHECK_FAILS(ipc_close(sv[i]), EPIPE);
+		else
+			CHECK(ipc_close(sv[i]) == 0);
 	}
 	CHECK(t_dir_count("/dev/shm") == shm0);
 	CHECK(t_fd_count() == fd0);
@@ -191,15 +256,19 @@ TEST(shm_readiness)
 	/* level-triggered loop does not spin on stale wake-ups */
 	p.revents = 0;
 	CHECK(poll(&p, 1, 50) == 0);
-	/* writable until full, then again after the peer drains */
+	/* writable while nothing is held (a full ring is still writable: the
+	 * next send is accepted and held), again once the held part left */
 	it.conn = c;
 	it.events = IPC_POLLOUT;
 	CHECK(ipc_poll(&it, 1, 0) == 1 && (it.revents & IPC_POLLOUT));
 	char big[4040] = {0};
 	CHECK(ipc_send(c, big, sizeof big, 0) == (ssize_t)sizeof big);
+	CHECK(ipc_poll(&it, 1, 0) == 1 && (it.revents & IPC_POLLOUT));
+	CHECK(ipc_send(c, big, sizeof big, IPC_DONTWAIT) == (ssize_t)sizeof big);
 	CHECK(ipc_poll(&it, 1, 0) == 0);
 	CHECK(ipc_recv(s, big, sizeof big, 0) == (ssize_t)sizeof big);
 	CHECK(ipc_poll(&it, 1, 1000) == 1 && (it.revents & IPC_POLLOUT));
+	CHECK(ipc_recv(s, big, sizeof big, 0) == (ssize_t)sizeof big);
 	/* peer closes: readable with HUP, receive reports EPIPE */
 	CHECK(ipc_close(c) == 0);
 	it.conn = s;
@@ -209,17 +278,18 @@ TEST(shm_readiness)
 	CHECK(ipc_close(s) == 0);
 }
 
-/* A fresh pair whose client ring we corrupt; returns the client. */
-static void fresh(ipc_conn **s, ipc_conn **c)
+/* A fresh pair whose client rings we corrupt: its region's header. */
+static struct t_shm_hdr *fresh(ipc_conn **s, ipc_conn **c)
 {
 	struct ipc_options o;
 	opts_cap(&o, 4096);
 	o.recv_timeout_ms = 2000;
 	o.send_timeout_ms = 2000;
-	t_pair("shm", &o, s, c);
+	struct t_shm_hdr *h = shm_pair(&o, s, c);
 	/* move the indices off zero */
 	ping(*c, *s, 1000, 7);
 	ping(*c, *s, 3000, 8);
+	return h;
 }
 
 TEST(shm_corrupt_ring)
@@ -231,8 +301,8 @@ TEST(shm_corrupt_ring)
 	fresh(&s2, &c2);
 
 	/* 1. head far beyond tail + capacity */
-	fresh(&s, &c);
-	_Atomic uint64_t *head = word(c, 0), *tail = word(c, 1);
+	struct t_shm_hdr *h = fresh(&s, &c);
+	_Atomic uint64_t *head = &h->ctl[1].head, *tail = &h->ctl[1].tail;
 	atomic_store(head, atomic_load(tail) + (1u << 20));
 	CHECK_FAILS(ipc_recv(c, buf, sizeof buf, 0), EPROTO);
 	CHECK_FAILS(ipc_recv(c, buf, sizeof buf, 0), EPROTO); /* sticky */
@@ -242,8 +312,8 @@ TEST(shm_corrupt_ring)
 	CHECK(ipc_close(c) < 1 && ipc_close(s) < 1);
 
 	/* 2. head moving backwards (below tail) */
-	fresh(&s, &c);
-	head = word(c, 0);
+	h = fresh(&s, &c);
+	head = &h->ctl[1].head;
 	atomic_store(head, 3);
 	CHECK_FAILS(ipc_recv(c, buf, sizeof buf, IPC_DONTWAIT), EPROTO);
 	ipc_close(c);
@@ -252,10 +322,10 @@ TEST(shm_corrupt_ring)
 	/* 3. a length over max_msg_size, and huge negative-looking lengths */
 	uint32_t bad[] = {0xffffffffu, 0x80000000u, (64u << 20) + 1};
 	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-		fresh(&s, &c);
-		head = word(c, 0);
-		tail = word(c, 1);
-		unsigned char *data = ipc__shm_test_ptr(c, 2, &rs);
+		h = fresh(&s, &c);
+		head = &h->ctl[1].head;
+		tail = &h->ctl[1].tail;
+		unsigned char *data = shm_data(h, 1, &rs);
 		CHECK(data != NULL && rs == 4096);
 		uint64_t t = atomic_load(tail);
 		for (int i = 0; i < 4; i++) /* header wrapping the ring end too */
@@ -270,10 +340,10 @@ TEST(shm_corrupt_ring)
 	}
 
 	/* 4. torn header: a length that fits but bytes never published */
-	fresh(&s, &c);
-	head = word(c, 0);
-	tail = word(c, 1);
-	unsigned char *data = ipc__shm_test_ptr(c, 2, &rs);
+	h = fresh(&s, &c);
+	head = &h->ctl[1].head;
+	tail = &h->ctl[1].tail;
+	unsigned char *data = shm_data(h, 1, &rs);
 	uint64_t t = atomic_load(tail);
 	uint32_t l = 2000;
 	for (int i = 0; i < 4; i++)
@@ -285,10 +355,10 @@ TEST(shm_corrupt_ring)
 	ipc_close(c);
 
 	/* 5. a streamed frame announced, then the writer closes mid-way */
-	fresh(&s, &c);
-	head = word(c, 0);
-	tail = word(c, 1);
-	data = ipc__shm_test_ptr(c, 2, &rs);
+	h = fresh(&s, &c);
+	head = &h->ctl[1].head;
+	tail = &h->ctl[1].tail;
+	data = shm_data(h, 1, &rs);
 	t = atomic_load(tail);
 	l = 1u << 20;
 	for (int i = 0; i < 4; i++)
@@ -303,18 +373,18 @@ TEST(shm_corrupt_ring)
 	ipc_close(c);
 
 	/* 6. the consumer's tail pushed past our head (producer side) */
-	fresh(&s, &c);
+	h = fresh(&s, &c);
 	CHECK(ipc_send(c, buf, 3000, 0) == 3000);
-	_Atomic uint64_t *ttail = word(c, 4), *thead = word(c, 3);
+	_Atomic uint64_t *ttail = &h->ctl[0].tail, *thead = &h->ctl[0].head;
 	atomic_store(ttail, atomic_load(thead) + 5000);
 	CHECK_FAILS(ipc_send(c, buf, 2000, 0), EPROTO);
 	ipc_close(c);
 	ipc_close(s);
 
 	/* 7. tail moving backwards */
-	fresh(&s, &c);
+	h = fresh(&s, &c);
 	CHECK(ipc_send(c, buf, 3000, 0) == 3000);
-	ttail = word(c, 4);
+	ttail = &h->ctl[0].tail;
 	atomic_store(ttail, 1);
 	CHECK_FAILS(ipc_send(c, buf, 2000, 0), EPROTO);
 	ipc_close(c);
@@ -322,20 +392,20 @@ TEST(shm_corrupt_ring)
 
 	/* 8. garbage everywhere: many random rings, never a crash */
 	for (int round = 0; round < 40; round++) {
-		fresh(&s, &c);
+		h = fresh(&s, &c);
 		ipc_conn_set_timeouts(c, 0, 0);
-		data = ipc__shm_test_ptr(c, 2, &rs);
+		data = shm_data(h, 1, &rs);
 		for (size_t i = 0; i < rs; i++)
 			data[i] = (unsigned char)(random() >> 7);
 		if (round & 1) {
-			for (size_t i = 0; i < rs; i += 4 + (size_t)(random() % 64))
+			for (size_t i = 0; i + 2 <= rs; i += 4 + (size_t)(random() % 64))
 				memset(data + i, 0, 2); /* plausible small lengths */
 		}
-		uint64_t tl = atomic_load(word(c, 1));
-		uint64_t h = round % 4 == 0 ? (uint64_t)random() << 20 : tl + (uint64_t)(random() % 5000);
-		atomic_store(word(c, 0), h);
+		uint64_t tl = atomic_load(&h->ctl[1].tail);
+		uint64_t hd = round % 4 == 0 ? (uint64_t)random() << 20 : tl + (uint64_t)(random() % 5000);
+		atomic_store(&h->ctl[1].head, hd);
 		if (round % 3 == 0)
-			atomic_store((_Atomic uint32_t *)ipc__shm_test_ptr(c, 7, NULL), (uint32_t)random());
+			atomic_store(&h->state[1], (uint32_t)random());
 		for (int k = 0; k < 50; k++) {
 			void *q = NULL;
 			ssize_t r = (k & 1) ? ipc_recv(c, buf, sizeof buf, 0) : ipc_recv_alloc(c, &q, 0);
@@ -735,137 +805,3 @@ TEST(shm_wakeups)
 	CHECK(ipc_close(c) == 0 && ipc_close(s) == 0);
 }
 
-/*
- * A late waker must not cost a wake-up.  A publication reads the other
- * side's waiting flag and only then takes it (exchange to 0) and sends the
- * wake-up byte; preempted in between, it may take the flag the sleeper has
- * meanwhile armed for its NEXT sleep.  The sleeper used to drain its wake
- * socket after arming, eating that byte, and then slept with no flag set:
- * the next publication woke nobody.  With a 1 MiB message streaming
- * through a small ring both sides then slept until their deadlines
- * (ipc-bench thr shm: "ipc_recv: Connection timed out" on the server).
- * The hook plays the late waker right after the sleeper armed its flag;
- * the other side publishes only once the sleeper sleeps (50 ms later).
- * The call must end well before its 10 s deadline (a generous "does not
- * hang" bound: it needs about 50 ms).
- */
-void ipc__shm_test_sleep_hook(void (*fn)(ipc_conn *c, void *arg), void *arg);
-void ipc__shm_test_wake(ipc_conn *c, int rx);
-
-struct late_arg {
-	ipc_conn *sleeper, *waker;
-	int rx;            /* the sleeper waits to receive (1) or for room (0) */
-	_Atomic int fired;
-	size_t len;        /* message size */
-	size_t pre;        /* !rx: size of a message queued first, or 0 */
-	ssize_t r;         /* the other thread's result */
-	int err;
-};
-
-static void late_waker(ipc_conn *c, void *p)
-{
-	struct late_arg *a = p;
-	if (c != a->sleeper || atomic_exchange(&a->fired, 1))
-		return;
-	/* as the peer's publication does: its send path wakes a receiver,
-	 * its receive path a sender */
-	ipc__shm_test_wake(a->waker, a->rx ? 0 : 1);
-}
-
-static void wait_fired(struct late_arg *a)
-{
-	for (int i = 0; i < 10000 && !atomic_load(&a->fired); i++)
-		usleep(1000);
-	CHECK(atomic_load(&a->fired));
-	usleep(50000); /* the sleeper is in poll() by now */
-}
-
-/* The waker: sends (when the receiver sleeps) or receives (when the
- * sender sleeps) once the hook has fired. */
-static void *late_peer(void *p)
-{
-	struct late_arg *a = p;
-	unsigned char *b = malloc(a->len);
-	if (!b) {
-		a->r = -1;
-		a->err = ENOMEM;
-		return NULL;
-	}
-	wait_fired(a);
-	if (a->rx) {
-		t_fill(b, a->len, 3);
-		a->r = ipc_send(a->waker, b, a->len, 0);
-	} else {
-		if (a->pre && ipc_recv(a->waker, b, a->len, 0) != (ssize_t)a->pre) {
-			a->r = -3;
-			a->err = errno;
-			free(b);
-			return NULL;
-		}
-		a->r = ipc_recv(a->waker, b, a->len, 0);
-		if (a->r == (ssize_t)a->len && !t_verify(b, a->len, 3))
-			a->r = -2;
-	}
-	a->err = errno;
-	free(b);
-	return NULL;
-}
-
-static void late_waker_run(int rx, size_t len, size_t pre)
-{
-	struct ipc_options o;
-	opts_cap(&o, 4096);
-	o.max_msg_size = len + 64;
-	o.send_timeout_ms = 10000;
-	o.recv_timeout_ms = 10000;
-	ipc_conn *s, *c;
-	t_pair("shm", &o, &s, &c);
-	unsigned char *b = malloc(len);
-	CHECK(b != NULL);
-	/* rx: s sleeps in recv, c sends; else c sleeps in send, s receives */
-	struct late_arg a = {.sleeper = rx ? s : c, .waker = rx ? c : s, .rx = rx, .len = len, .pre = pre};
-	if (pre) { /* the message then has to wait for room */
-		t_fill(b, pre, 1);
-		CHECK(ipc_send(c, b, pre, IPC_DONTWAIT) == (ssize_t)pre);
-	}
-	ipc__shm_test_sleep_hook(late_waker, &a);
-	pthread_t th;
-	CHECK(pthread_create(&th, NULL, late_peer, &a) == 0);
-	ssize_t r;
-	int64_t t0 = t_now_ms();
-	if (rx) {
-		r = ipc_recv(s, b, len, 0);
-		CHECKF(r == (ssize_t)len, "recv: %zd (%s)", r, strerror(errno));
-		CHECK(t_verify(b, len, 3));
-	} else {
-		t_fill(b, len, 3);
-		r = ipc_send(c, b, len, 0);
-		CHECKF(r == (ssize_t)len, "send: %zd (%s)", r, strerror(errno));
-	}
-	/* a lost wake-up sleeps to the deadline (then a small message still
-	 * goes through: the data is there) */
-	int64_t took = t_now_ms() - t0;
-	CHECKF(took < 5000, "the sleeper slept %lld ms", (long long)took);
-	pthread_join(th, NULL);
-	ipc__shm_test_sleep_hook(NULL, NULL);
-	CHECKF(a.r == (ssize_t)len, "%s: %zd (%s)", rx ? "send" : "recv", a.r, strerror(a.err));
-	/* nothing held back: a late waker cost no wake-up, the data went */
-	CHECK(ipc_flush(c, 0) == 0);
-	CHECK(ipc_close(c) == 0 && ipc_close(s) == 0);
-	free(b);
-}
-
-TEST(shm_late_waker_recv)
-{
-	late_waker_run(1, 100, 0);
-}
-
-TEST(shm_late_waker_send)
-{
-	late_waker_run(0, 4000, 200); /* does not fit beside the first */
-}
-
-TEST(shm_late_waker_stream)
-{
-	late_waker_run(0, (size_t)1 << 20, 0); /* 1 MiB through 4 KiB */
-}
