@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -805,3 +806,230 @@ TEST(shm_wakeups)
 	CHECK(ipc_close(c) == 0 && ipc_close(s) == 0);
 }
 
+
+/* ---- the ring (lib/ring.c) and the wake-ups (lib/wake.c) directly ------ */
+
+/* A ring in private memory, a producer and a consumer view of it. */
+struct t_ring {
+	struct ipc__ring_ctl ctl;
+	unsigned char data[4096];
+	struct ipc__ring prod, cons;
+};
+
+static void t_ring_init(struct t_ring *t, uint64_t cap)
+{
+	memset(t, 0, sizeof *t);
+	ipc__ring_init(&t->prod, &t->ctl, t->data, cap, sizeof t->data);
+	ipc__ring_init(&t->cons, &t->ctl, t->data, cap, sizeof t->data);
+}
+
+TEST(ring_frames_and_invariants)
+{
+	static struct t_ring t;
+	char msg[5000], got[5000];
+	size_t len;
+	uint64_t need;
+	t_fill(msg, sizeof msg, 1);
+	t_ring_init(&t, 4000);
+	/* nothing yet; a frame wrapping the end of the storage arrives whole */
+	CHECK(ipc__ring_next(&t.cons, sizeof msg, &len, &need) == IPC__FRAME_NONE && need == 4);
+	for (int round = 0; round < 5; round++) {
+		size_t l = 1000 + (size_t)round * 333;
+		CHECK(ipc__ring_prod_sync(&t.prod) == IPC__RING_OK);
+		CHECKF(ipc__ring_room(&t.prod) == 4000, "room %llu", (unsigned long long)ipc__ring_room(&t.prod));
+		ipc__ring_write_len(&t.prod, (uint32_t)l);
+		ipc__ring_write(&t.prod, msg, l / 2); /* published in two pieces */
+		ipc__ring_publish_head(&t.prod, 0);
+		CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_OK);
+		CHECK(ipc__ring_next(&t.cons, sizeof msg, &len, &need) == IPC__FRAME_NONE);
+		CHECKF(need == l + 4, "need %llu for %zu", (unsigned long long)need, l);
+		ipc__ring_write(&t.prod, msg + l / 2, l - l / 2);
+		ipc__ring_publish_head(&t.prod, 1);
+		CHECK(ipc__ring_cons_moved(&t.cons));
+		CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_OK);
+		CHECK(ipc__ring_next(&t.cons, sizeof msg, &len, &need) == IPC__FRAME_WHOLE && len == l);
+		ipc__ring_read(&t.cons, NULL, 4);
+		ipc__ring_read(&t.cons, got, len);
+		CHECK(memcmp(got, msg, l) == 0);
+		ipc__ring_publish_tail(&t.cons, 0);
+		CHECK(ipc__ring_prod_moved(&t.prod));
+	}
+	/* larger than the ring: BIG; over max: BAD */
+	ipc__ring_write_len(&t.prod, 3997);
+	ipc__ring_publish_head(&t.prod, 0);
+	CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_OK);
+	CHECK(ipc__ring_next(&t.cons, sizeof msg, &len, &need) == IPC__FRAME_BIG && len == 3997);
+	CHECK(ipc__ring_next(&t.cons, 3000, &len, &need) == IPC__FRAME_BAD && len == 3997);
+	ipc__ring_read(&t.cons, NULL, 4);
+	ipc__ring_publish_tail(&t.cons, 0);
+
+	/* a hostile head: beyond tail + capacity, or backwards */
+	uint64_t tail = t.cons.tail;
+	atomic_store(&t.ctl.head, tail + 4001);
+	CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_CORRUPT);
+	CHECK(t.cons.head == tail); /* nothing taken from a bad value */
+	atomic_store(&t.ctl.head, tail - 1);
+	CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_CORRUPT);
+	atomic_store(&t.ctl.head, UINT64_MAX);
+	CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_CORRUPT);
+	atomic_store(&t.ctl.head, tail + 4000);
+	CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_OK && ipc__ring_avail(&t.cons) == 4000);
+	/* a hostile tail: past our head, or backwards */
+	CHECK(ipc__ring_prod_sync(&t.prod) == IPC__RING_OK);
+	atomic_store(&t.ctl.tail, t.prod.head + 1);
+	CHECK(ipc__ring_prod_sync(&t.prod) == IPC__RING_CORRUPT);
+	atomic_store(&t.ctl.tail, t.prod.tail - 1);
+	CHECK(ipc__ring_prod_sync(&t.prod) == IPC__RING_CORRUPT);
+	CHECK(ipc__ring_room(&t.prod) <= 4000);
+}
+
+/* Stream sockets of this process (wake socketpair ends are). */
+static int stream_socks(int *fds, int cap)
+{
+	int n = 0;
+	for (int fd = 0; fd < 1024 && n < cap; fd++) {
+		int type, dom;
+		socklen_t sl = sizeof type;
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0 || type != SOCK_STREAM)
+			continue;
+		sl = sizeof dom;
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl) < 0 || dom != AF_UNIX)
+			continue;
+		fds[n++] = fd;
+	}
+	return n;
+}
+
+TEST(wake_drain_is_bounded)
+{
+	int sv[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+	CHECK(ipc__wake_drain(sv[0]) == IPC__WAKE_QUIET);
+	/* a deadline is honoured with nothing to read */
+	int64_t t0 = t_now_ms();
+	CHECK(ipc__wake_wait(sv[0], -1, 0, ipc__deadline(100), 0) == IPC__WAKE_QUIET);
+	int64_t took = t_now_ms() - t0;
+	CHECKF(took >= 95 && took < 1000, "waited %lld ms", (long long)took);
+	/* a flood: one drain reads one buffer, not what is queued */
+	unsigned char b[65536];
+	memset(b, IPC__WAKE_BYTE, sizeof b);
+	ssize_t w = send(sv[1], b, sizeof b, MSG_DONTWAIT);
+	CHECK(w > 1024);
+	int iq = 0;
+	CHECK(ipc__wake_drain(sv[0]) == IPC__WAKE_WOKEN);
+	CHECK(ioctl(sv[0], FIONREAD, &iq) == 0);
+	CHECKF(iq >= w - 1024, "one drain took %zd of %zd bytes", w - iq, w);
+	CHECK(ipc__wake_wait(sv[0], -1, 0, ipc__deadline(1000), 0) == IPC__WAKE_WOKEN);
+	/* a byte that is not a wake-up */
+	int s2[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, s2) == 0);
+	ipc__wake_send(s2[1], 0x42);
+	CHECK(ipc__wake_drain(s2[0]) == IPC__WAKE_JUNK);
+	/* the peer's end closed */
+	close(s2[1]);
+	CHECK(ipc__wake_drain(s2[0]) == IPC__WAKE_HUP);
+	CHECK(ipc__wake_wait(s2[0], -1, 0, IPC__FOREVER, 0) == IPC__WAKE_HUP);
+	/* a waiting word: taken once, one byte per armed bit */
+	_Atomic uint32_t word = IPC__WAIT_SLEEP | IPC__WAIT_POLL;
+	int pfd[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pfd) == 0);
+	ipc__wake_take(&word, sv[0], pfd[0]);
+	CHECK(atomic_load(&word) == 0);
+	unsigned char x;
+	CHECK(recv(pfd[1], &x, 1, MSG_DONTWAIT) == 1 && x == IPC__WAKE_POLLER);
+	CHECK(recv(sv[1], &x, 1, MSG_DONTWAIT) == 1 && x == IPC__WAKE_BYTE);
+	ipc__wake_take(&word, sv[0], pfd[0]);
+	CHECK(recv(pfd[1], &x, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN);
+	close(sv[0]);
+	close(sv[1]);
+	close(s2[0]);
+	close(pfd[0]);
+	close(pfd[1]);
+}
+
+struct later_send {
+	ipc_conn *c;
+	int ms;
+	ssize_t r;
+};
+
+static void *send_later(void *p)
+{
+	struct later_send *a = p;
+	t_sleep_ms(a->ms);
+	a->r = ipc_send(a->c, "hello", 5, 0);
+	return NULL;
+}
+
+/*
+ * Issue 10 row 3: a peer floods its end of the wake socketpairs while we
+ * receive.  A receive with a 300 ms timeout must end by its deadline (it
+ * used to drain wake bytes for as long as the flood lasted: 10.9 s), and a
+ * blocking receive still gets the real message.  The flooders are child
+ * processes writing wake-up bytes to every wake socket end of the pair
+ * (checked to fail on the old drain: 8.5 to 10.2 s).
+ */
+TEST(hostile_row3_wake_flood)
+{
+	struct ipc_options o;
+	opts_cap(&o, 4096);
+	int pre[64], post[64], wake[8], nw = 0;
+	int npre = stream_socks(pre, 64);
+	ipc_conn *s, *c;
+	t_pair("shm", &o, &s, &c);
+	int npost = stream_socks(post, 64);
+	for (int i = 0; i < npost; i++) {
+		int old = 0;
+		for (int k = 0; k < npre; k++)
+			old |= pre[k] == post[i];
+		if (!old && nw < 8)
+			wake[nw++] = post[i];
+	}
+	CHECKF(nw == 4, "%d new stream sockets", nw);
+	/* three flooders, deep socket queues: more than a drain can take
+	 * while the flood lasts (5 s) */
+	pid_t pids[3];
+	for (int k = 0; k < 3; k++) {
+		pids[k] = fork();
+		CHECK(pids[k] >= 0);
+		if (pids[k] > 0)
+			continue;
+		static unsigned char b[4096];
+		memset(b, IPC__WAKE_BYTE, sizeof b);
+		for (int i = 0; i < nw; i++) {
+			int big = 32 << 20;
+			if (setsockopt(wake[i], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
+				setsockopt(wake[i], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+		}
+		for (int64_t t0 = t_now_ms(); t_now_ms() - t0 < 5000;)
+			for (int i = 0; i < nw; i++)
+				if (send(wake[i], b, sizeof b, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+					_exit(1);
+		_exit(0);
+	}
+	t_sleep_ms(200); /* the flood is on */
+	char buf[64];
+	CHECK(ipc_conn_set_timeouts(s, -1, 300) == 0);
+	int64_t t0 = t_now_ms();
+	CHECK_FAILS(ipc_recv(s, buf, sizeof buf, 0), ETIMEDOUT);
+	int64_t took = t_now_ms() - t0;
+	CHECKF(took >= 290 && took < 1300, "a 300 ms receive took %lld ms under the flood", (long long)took);
+	/* blocking, and the real message arrives during the flood */
+	CHECK(ipc_conn_set_timeouts(s, -1, -1) == 0);
+	struct later_send a = {c, 300, 0};
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, send_later, &a) == 0);
+	t0 = t_now_ms();
+	ssize_t r = ipc_recv(s, buf, sizeof buf, 0);
+	took = t_now_ms() - t0;
+	pthread_join(th, NULL);
+	CHECKF(r == 5 && memcmp(buf, "hello", 5) == 0, "recv %zd (%s)", r, strerror(errno));
+	CHECKF(took < 3000, "the blocking receive took %lld ms", (long long)took);
+	CHECK(a.r == 5);
+	for (int k = 0; k < 3; k++) {
+		kill(pids[k], SIGKILL);
+		waitpid(pids[k], NULL, 0);
+	}
+	CHECK(ipc_close(c) == 0);
+	CHECK(ipc_close(s) == 0);
+}
