@@ -78,7 +78,9 @@
  * conn_ready consumes.
  *
  * Threads: one thread may send (send, send_batch, flush) while another
- * receives (recv, recv_batch) or calls conn_ready.  The send path's state
+ * receives (recv, recv_batch) or calls conn_ready for any events.  At most
+ * one thread at a time may call conn_ready (poller wake-up bytes on the
+ * one descriptor are taken by whichever thread reads them).  The send path's state
  * belongs to the sending thread while nothing is held; held data is moved
  * by whoever holds tx_lock (the sending thread, or a receive/conn_ready
  * that finds held data and takes the lock without waiting).  What the two
