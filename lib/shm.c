@@ -99,6 +99,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -178,6 +179,7 @@ struct shm_conn {
 	struct ipc_cred cred;
 
 	/* shared by the two paths */
+	_Atomic int owner;     /* pid of the process using it; 0: not yet (pair) */
 	_Atomic int peer_gone; /* EOF/HUP seen on the socket */
 	_Atomic int sock_err;  /* status byte / protocol error seen on the socket */
 	_Atomic int fail_err;  /* our side gave up (conn_fail): the first error */
@@ -329,6 +331,28 @@ static void conn_rings(struct shm_conn *c)
 	ipc__ring_init(&c->tx, c->txc, c->txd, c->tx_cap, c->tx_mask + 1);
 	ipc__ring_init(&c->rx, c->rxc, c->rxd, c->rx_cap, c->rx_mask + 1);
 	c->tx_spin = c->rx_spin = SHM_SPIN;
+	atomic_store_explicit(&c->owner, (int)getpid(), memory_order_relaxed);
+}
+
+/*
+ * Which process uses the connection.  Only that process's close ends the
+ * connection (state word, shutdown, wake-ups); a close in a process that
+ * merely inherited the handle across fork() releases its copies and
+ * leaves the connection to the process that uses it.  Set at creation; a
+ * pair's ends (shm_pair) are claimed by the first call that uses them, and
+ * a wait re-claims a handle that moved to another process.
+ */
+static inline void conn_claim_new(struct shm_conn *c)
+{
+	if (__builtin_expect(!atomic_load_explicit(&c->owner, memory_order_relaxed), 0))
+		atomic_store_explicit(&c->owner, (int)getpid(), memory_order_relaxed);
+}
+
+static void conn_claim(struct shm_conn *c)
+{
+	int me = (int)getpid();
+	if (atomic_load_explicit(&c->owner, memory_order_relaxed) != me)
+		atomic_store_explicit(&c->owner, me, memory_order_relaxed);
 }
 
 /* ---- peer state -------------------------------------------------------- */
@@ -745,6 +769,7 @@ static void rx_sleep(struct shm_conn *c, int64_t deadline)
 static ssize_t shm_recv(struct ipc_conn *cc, void *buf, size_t len, void **allocp, int64_t deadline)
 {
 	struct shm_conn *c = (struct shm_conn *)cc;
+	conn_claim_new(c);
 	for (;;) {
 		size_t n = 0;
 		enum shm_step s = rx_try(c, buf, len, allocp, 1, &n);
@@ -772,6 +797,7 @@ static ssize_t shm_recv(struct ipc_conn *cc, void *buf, size_t len, void **alloc
 				return -1;
 			return ipc__wouldblock(deadline);
 		}
+		conn_claim(c);
 		rx_sleep(c, deadline);
 	}
 }
@@ -1068,11 +1094,13 @@ static int tx_send_slow(struct shm_conn *c, const struct iovec *iov, int iovcnt,
 static int shm_send(struct ipc_conn *cc, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
 {
 	struct shm_conn *c = (struct shm_conn *)cc;
+	conn_claim_new(c);
 	if (iovcnt == 1 && tx_fast(c, iov[0].iov_base, total)) {
 		tx_publish(c);
 		return 0;
 	}
 	deadline = ipc__anchor(deadline); /* the slow path may wait */
+	conn_claim(c);
 	tx_enter(c);
 	int r = tx_send_slow(c, iov, iovcnt, total, deadline);
 	tx_leave(c);
@@ -1105,6 +1133,7 @@ static int shm_flush(struct ipc_conn *cc, int64_t deadline)
 	struct shm_conn *c = (struct shm_conn *)cc;
 	if (!atomic_load_explicit(&c->held_any, memory_order_acquire))
 		return 0;
+	conn_claim(c);
 	deadline = ipc__anchor(deadline);
 	tx_enter(c);
 	int r = tx_failed(c) ? fail_errno(c->tx_err) : tx_push_held(c, deadline);
@@ -1170,6 +1199,7 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 {
 	struct shm_conn *c = (struct shm_conn *)cc;
 	int res = 0;
+	conn_claim(c);
 	sock_check(c, 1); /* takes our wake-up bytes too */
 	int done = peer_done(c);
 	if ((events & IPC_POLLIN) && (rx_ready(c) || done))
@@ -1278,6 +1308,10 @@ static int shm_close(struct ipc_conn *cc, int64_t linger_deadline)
 {
 	struct shm_conn *c = (struct shm_conn *)cc;
 	int ret = 0, e = 0;
+	if (atomic_load(&c->owner) != (int)getpid()) {
+		conn_free(c); /* inherited, not used here: the user goes on */
+		return 0;
+	}
 	if (c->held && (tx_failed(c) ? fail_errno(c->tx_err) : linger(c, linger_deadline)) < 0) {
 		e = errno; /* held data dropped */
 		ret = -1;
@@ -1845,6 +1879,86 @@ static void shm_listener_close(struct ipc_listener *ll)
 	free(l);
 }
 
+/* ---- ipc_pair --------------------------------------------------------- */
+
+/* One end of a pair: side, its mapping of memfd, its three sockets. */
+static struct shm_conn *pair_end(int side, int memfd, const struct shm_hello *h, int sock, int wrx, int wtx)
+{
+	struct shm_conn *c = conn_alloc();
+	if (!c)
+		return NULL;
+	c->side = side;
+	c->sock = sock;
+	c->wfd_rx = wrx;
+	c->wfd_tx = wtx;
+	c->map_len = (size_t)h->region;
+	void *p = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (p == MAP_FAILED || get_cred(sock, &c->cred) < 0) {
+		int e = errno;
+		if (p != MAP_FAILED)
+			munmap(p, c->map_len);
+		free(c);
+		errno = e;
+		return NULL;
+	}
+	c->map = p;
+	if (conn_setup(c, h) < 0) {
+		int e = errno;
+		munmap(p, c->map_len);
+		free(c);
+		errno = e;
+		return NULL;
+	}
+	/* the ends may go to other processes (fork): no membarrier protocol,
+	 * whose registration a child does not inherit */
+	c->asym_me = 0;
+	atomic_store(&c->hdr->asym[side], 0);
+	atomic_store(&c->owner, 0);
+	return c;
+}
+
+/* A connected pair in this process: a memfd and three socket pairs (the
+ * rendezvous socket's role, and one wake socketpair per ring).  Its ends
+ * survive fork(): each process keeps the end it uses. */
+static int shm_pair(const struct ipc_options *o, struct ipc_conn *out[2])
+{
+	struct shm_hello h = {.magic = SHM_MAGIC, .version = SHM_VERSION};
+	h.cap[0] = h.cap[1] = o->capacity;
+	h.rsize[0] = h.rsize[1] = pow2_at_least(o->capacity);
+	h.region = region_size(h.rsize[0], h.rsize[1]);
+	int sp[2] = {-1, -1}, p0[2] = {-1, -1}, p1[2] = {-1, -1}, memfd = -1, e;
+	struct shm_conn *c[2] = {NULL, NULL};
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < h.region)
+		return fail_errno(EFBIG); /* ftruncate would raise SIGXFSZ */
+	memfd = memfd_create("libipc-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (memfd < 0 || fchmod(memfd, 0600) < 0 || ftruncate(memfd, (off_t)h.region) < 0 ||
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0 ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p0) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p1) < 0)
+		goto fail;
+	/* p0: the c->s ring's wake-ups (side 0 produces), p1: s->c's */
+	if (!(c[0] = pair_end(0, memfd, &h, sp[0], p1[0], p0[0])))
+		goto fail;
+	sp[0] = p1[0] = p0[0] = -1;
+	if (!(c[1] = pair_end(1, memfd, &h, sp[1], p0[1], p1[1])))
+		goto fail;
+	ipc__close_fd(memfd);
+	out[0] = &c[0]->base;
+	out[1] = &c[1]->base;
+	return 0;
+fail:
+	e = errno;
+	if (c[0])
+		conn_free(c[0]);
+	int fds[] = {memfd, sp[0], sp[1], p0[0], p0[1], p1[0], p1[1]};
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		if (fds[i] >= 0)
+			ipc__close_fd(fds[i]);
+	return fail_errno(e);
+}
+
 const struct ipc__transport ipc__shm_transport = {
 	.scheme = "shm",
 	.lazy_deadline = 1, /* the fast paths never read the clock */
@@ -1862,6 +1976,7 @@ const struct ipc__transport ipc__shm_transport = {
 	.flush = shm_flush,
 	.conn_fd = shm_conn_fd,
 	.conn_ready = shm_conn_ready,
+	.pair = shm_pair,
 	.peer_cred = shm_peer_cred,
 	.close = shm_close,
 };

@@ -1130,3 +1130,73 @@ TEST(shm_poll_inout_while_sending)
 	CHECK(ipc_close(c) == 0);
 	CHECK(ipc_close(s) == 0);
 }
+
+/* ---- ipc_pair ----------------------------------------------------------- */
+
+/*
+ * ipc_pair("shm"): a connected pair with no name; after fork() the parent
+ * keeps one end and the child the other, each closing the copy it does not
+ * use (which must not end the connection: only the process that uses an
+ * end ends the connection by closing it).  Messages of every size flow
+ * both ways; the child's orderly close reads as EPIPE after its last
+ * message, and no descriptor or name is left.
+ */
+TEST(pair_shm_fork)
+{
+	int fd0 = t_fd_count(), shm0 = t_dir_count("/dev/shm");
+	struct ipc_options o;
+	opts_cap(&o, 4096);
+	o.recv_timeout_ms = 10000;
+	o.send_timeout_ms = 10000;
+	ipc_conn *p[2];
+	CHECK(ipc_pair("shm", &o, p) == 0);
+	CHECK(strcmp(ipc_conn_scheme(p[0]), "shm") == 0);
+	struct ipc_cred cr;
+	CHECK(ipc_conn_peer_cred(p[0], &cr) == 0 && cr.uid == geteuid());
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		int rc = 0;
+		ipc_close(p[0]); /* the parent's end */
+		for (int i = 0; i < 5 && !rc; i++) {
+			void *m = NULL;
+			ssize_t r = ipc_recv_alloc(p[1], &m, 0);
+			if (r < 0 || ipc_send(p[1], m, (size_t)r, 0) != r)
+				rc = 1;
+			free(m);
+		}
+		if (ipc_close(p[1]) != 0)
+			rc = 2;
+		_exit(rc);
+	}
+	CHECK(ipc_close(p[1]) == 0); /* the child's end: the child goes on */
+	unsigned char *b = malloc(50000), *g = malloc(50000);
+	CHECK(b && g);
+	for (int i = 0; i < 5; i++) {
+		size_t len = (size_t)i * 12000; /* 0 .. 48000, past the ring */
+		t_fill(b, len, (uint64_t)i);
+		CHECK(ipc_send(p[0], b, len, 0) == (ssize_t)len);
+		ssize_t r = ipc_recv(p[0], g, 50000, 0);
+		CHECKF(r == (ssize_t)len && t_verify(g, len, (uint64_t)i), "echo %d: %zd (%s)", i, r, strerror(errno));
+	}
+	CHECK_FAILS(ipc_recv(p[0], g, 50000, 0), EPIPE);
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x", st);
+	CHECK(ipc_close(p[0]) == 0);
+	free(b);
+	free(g);
+	CHECK(t_fd_count() == fd0);
+	CHECK(t_dir_count("/dev/shm") == shm0);
+	/* a pair with no fork: closing one end is an orderly close */
+	CHECK(ipc_pair("shm", &o, p) == 0);
+	ping(p[0], p[1], 100, 1);
+	ping(p[1], p[0], 20000, 2);
+	CHECK(ipc_send(p[1], "x", 1, 0) == 1);
+	CHECK(ipc_close(p[1]) == 0);
+	char x[4];
+	CHECK(ipc_recv(p[0], x, sizeof x, 0) == 1);
+	CHECK_FAILS(ipc_recv(p[0], x, sizeof x, 0), EPIPE);
+	CHECK(ipc_close(p[0]) == 0);
+	CHECK_FAILS(ipc_pair("shm:x", &o, p), EINVAL);
+}
