@@ -173,9 +173,7 @@ struct shm_conn {
 	uint64_t tx_cap, tx_mask, rx_cap, rx_mask;
 	_Atomic uint32_t *my_state, *peer_state;
 	_Atomic uint32_t *peer_asym;
-	int asym_me;  /* we issue membarrier() before sleeping; our process is registered */
-	int tx_asym, rx_asym; /* ...and so does the peer: publish without a
-	                         store-load fence (one cache per path) */
+	int asym_me;  /* our process is registered for membarrier() */
 	struct ipc_cred cred;
 
 	/* shared by the two paths */
@@ -193,6 +191,10 @@ struct shm_conn {
 	int tx_spin;                 /* spin budget of the send path */
 	unsigned char *held;         /* rest of a frame (with its header) */
 	size_t held_len, held_off;
+
+	/* conn_ready (one thread at a time) */
+	int ready_waited;            /* last call said "wait on the socket" */
+	unsigned ready_calls;
 
 	/* receive path */
 	struct ipc__ring rx;
@@ -249,36 +251,56 @@ static int asym_register(void)
 	return ipc__wake_fence_register();
 }
 
+/*
+ * The asymmetric protocol (wake.c) is advertised per side in
+ * hdr->asym[side]: while our word is 1 we fence with membarrier() after
+ * arming a waiting word, and the peer publishes without a fence.  A
+ * connection driven through conn_ready arms a word on nearly every wait,
+ * where one membarrier() (an interrupt on every CPU) per wait costs far
+ * more than a fence per publication: its first conn_ready switches our
+ * side to the symmetric protocol for good (asym_off).
+ */
+
 /* After arming a waiting word, before re-checking the index.  0, or -1
  * when the fence could not be made (the caller then sleeps briefly).
- * Without membarrier the word was armed with a seq_cst read-modify-write:
- * that is the fence of the symmetric protocol. */
+ * Symmetric: the word was armed with a seq_cst read-modify-write, which
+ * is the fence. */
 static int sleep_fence(struct shm_conn *c)
 {
-	return c->asym_me ? ipc__wake_fence() : 0;
+	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed))
+		return 0;
+	return ipc__wake_fence();
 }
 
-/* May we publish without a store-load fence?  *cache belongs to the
- * calling path (send or receive). */
-static inline int asym_ok(struct shm_conn *c, int *cache)
+/* Stop advertising the asymmetric protocol.  The membarrier() orders any
+ * publication of the peer that still read our old word before our next
+ * re-check of the index; later ones read the new word and fence. */
+static void asym_off(struct shm_conn *c)
 {
-	if (__builtin_expect(*cache, 1))
-		return 1;
-	if (c->asym_me && atomic_load_explicit(c->peer_asym, memory_order_relaxed))
-		*cache = 1; /* never cleared: set once by a registered peer */
-	return *cache;
+	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed))
+		return;
+	atomic_store(&c->hdr->asym[c->side], 0);
+	if (ipc__wake_fence() < 0)
+		atomic_store(&c->hdr->asym[c->side], 1); /* keep fencing per wait */
+}
+
+/* May we publish without a store-load fence?  While the peer advertises
+ * the asymmetric protocol and its membarrier() reaches us. */
+static inline int asym_ok(struct shm_conn *c)
+{
+	return c->asym_me && atomic_load_explicit(c->peer_asym, memory_order_relaxed);
 }
 
 /* Publish our head / tail and wake the peer's waiter if it has one. */
 static inline void tx_publish(struct shm_conn *c)
 {
-	if (__builtin_expect(ipc__ring_publish_head(&c->tx, asym_ok(c, &c->tx_asym)) != 0, 0))
+	if (__builtin_expect(ipc__ring_publish_head(&c->tx, asym_ok(c)) != 0, 0))
 		ipc__wake_take(&c->txc->cons_waiting, c->wfd_tx, c->sock);
 }
 
 static inline void rx_publish(struct shm_conn *c)
 {
-	if (__builtin_expect(ipc__ring_publish_tail(&c->rx, asym_ok(c, &c->rx_asym)) != 0, 0))
+	if (__builtin_expect(ipc__ring_publish_tail(&c->rx, asym_ok(c)) != 0, 0))
 		ipc__wake_take(&c->rxc->prod_waiting, c->wfd_rx, c->sock);
 }
 
@@ -1200,7 +1222,12 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 	struct shm_conn *c = (struct shm_conn *)cc;
 	int res = 0;
 	conn_claim(c);
-	sock_check(c, 1); /* takes our wake-up bytes too */
+	asym_off(c);
+	/* the socket has news only for a caller that waited on it (and a
+	 * slow check now and then); else spare the system call */
+	if (c->ready_waited || (c->ready_calls++ & 63) == 0)
+		sock_check(c, 1); /* takes our wake-up bytes too */
+	c->ready_waited = 0;
 	int done = peer_done(c);
 	if ((events & IPC_POLLIN) && (rx_ready(c) || done))
 		res |= IPC_POLLIN;
@@ -1212,12 +1239,15 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 		res |= IPC_POLLERR;
 	if (res)
 		return res;
-	/* ask the peer for a wake-up byte, then look once more */
+	/* ask the peer for a wake-up byte, then look once more; a word still
+	 * armed since an earlier call was fenced then (the peer has not
+	 * published since, or it would have taken it) */
+	int fresh = 0;
 	if (events & IPC_POLLIN)
-		atomic_fetch_or(&c->rxc->cons_waiting, IPC__WAIT_POLL);
+		fresh |= !(atomic_fetch_or(&c->rxc->cons_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
 	if (events & IPC_POLLOUT)
-		atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_POLL);
-	if (sleep_fence(c) < 0) {
+		fresh |= !(atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
+	if (fresh && sleep_fence(c) < 0) {
 		/* no fence: a wake-up byte may be missed; report ready so
 		 * the caller asks again instead of sleeping on the socket */
 		return events & (IPC_POLLIN | IPC_POLLOUT);
@@ -1229,6 +1259,7 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 	if (peer_done(c))
 		res |= IPC_POLLHUP | (events & (IPC_POLLIN | IPC_POLLOUT));
 	*pollev = POLLIN;
+	c->ready_waited = !res;
 	return res;
 }
 
