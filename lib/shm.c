@@ -53,7 +53,7 @@
  * head and only if the receiver's waiting word is set (Dekker pairing)
  * wakes it.  The store-load fence the pairing needs is made asymmetric
  * when both processes are registered for membarrier(2) (hdr->asym; see
- * wake.c).  A waiter first spins (at most SHM_SPIN polls of the index, and
+ * wake.c), until the side's first conn_ready (see asym_off).  A waiter first spins (at most SHM_SPIN polls of the index, and
  * only while spinning has recently paid off: see spin_budget), then drains
  * old wake-up bytes (one bounded read), arms its word, fences, re-checks,
  * and sleeps in poll() on its end of the ring's wake socketpair and on the
@@ -77,11 +77,20 @@
  * words: the peer then sends one wake-up byte on the socket, which
  * conn_ready consumes.
  *
+ * Close.  Held data is moved until the linger deadline while what the
+ * peer sends is taken and discarded (two ends closing at once, both with
+ * data held, both finish); then the state word says CLOSED (all delivered)
+ * or FAILED (held data dropped: close returns -1).  Only the process that
+ * uses a handle ends the connection by closing it (the owner); a close in
+ * a process that merely inherited the handle across fork() releases its
+ * copies.  This is what lets the ends of an ipc_pair go to a parent and
+ * its child.
+ *
  * Threads: one thread may send (send, send_batch, flush) while another
  * receives (recv, recv_batch) or calls conn_ready for any events.  At most
  * one thread at a time may call conn_ready (poller wake-up bytes on the
- * one descriptor are taken by whichever thread reads them).  The send path's state
- * belongs to the sending thread while nothing is held; held data is moved
+ * one descriptor are taken by whichever thread reads them).  The send
+ * path's state belongs to the sending thread while nothing is held; held data is moved
  * by whoever holds tx_lock (the sending thread, or a receive/conn_ready
  * that finds held data and takes the lock without waiting).  What the two
  * paths share (socket status, peer gone, failure) is atomic.
@@ -102,7 +111,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
