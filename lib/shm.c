@@ -133,6 +133,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_LIVE_EVERY 256u       /* sends between two socket checks (power of 2) */
 #define SHM_CHUNK ((uint64_t)64 << 10) /* publication step while streaming */
 #define SHM_SOCK_READS 64         /* bytes one socket check takes at most */
+#define SHM_HELD_SLICE 1          /* ms a receive sleeps between pushes of held data */
 #define SHM_MAX_PENDING 64
 #define SHM_MAX_READY 64
 #define SHM_PENDING_AGE ((int64_t)1000000000) /* ns a silent peer may hold a slot */
@@ -455,6 +456,17 @@ static void sock_check(struct shm_conn *c, int do_poll)
 	}
 }
 
+/* The liveness check of the send and receive paths: a look at the socket
+ * that reads it only once the peer has shut it down (then its status
+ * byte, if any, and EOF).  Poller wake-up bytes stay for conn_ready, which
+ * may run in another thread. */
+static void sock_alive(struct shm_conn *c)
+{
+	struct pollfd p = {.fd = c->sock, .events = POLLRDHUP};
+	if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		sock_check(c, 0);
+}
+
 /* Nonzero when the peer will not produce or consume anything more. */
 static int peer_done(struct shm_conn *c)
 {
@@ -528,14 +540,10 @@ static void spin_result(int *budget, int paid)
  * deadline.  ready(c) is re-checked after arming.  The caller re-checks
  * everything afterwards (a wake-up may be stale).
  */
-static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *), int64_t deadline)
+static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *), int64_t deadline,
+		      int ms_cap)
 {
 	int *budget = rx ? &c->rx_spin : &c->tx_spin;
-	/* a receive with data held on the send path also wakes for the
-	 * poller byte that says room appeared (rx_sleep) */
-	short other = POLLRDHUP;
-	if (rx && atomic_load_explicit(&c->held_any, memory_order_relaxed))
-		other |= POLLIN;
 	int spins = spin_budget(budget);
 	for (int i = 0; i < spins; i++) {
 		if (ready(c)) {
@@ -558,7 +566,7 @@ static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *
 		int fenced = sleep_fence(c) == 0;
 		w = IPC__WAKE_QUIET;
 		if (!ready(c) && !peer_done(c))
-			w = ipc__wake_wait(wfd, c->sock, other, deadline, fenced ? 0 : 1);
+			w = ipc__wake_wait(wfd, c->sock, POLLRDHUP, deadline, fenced ? ms_cap : 1);
 		atomic_fetch_and(flag, ~IPC__WAIT_SLEEP);
 	}
 	wake_seen(c, w);
@@ -569,7 +577,7 @@ static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *
 static void tx_enter(struct shm_conn *c)
 {
 	while (atomic_exchange_explicit(&c->tx_lock, 1, memory_order_acquire))
-		cpu_relax(); /* the holder never waits while holding it */
+		cpu_relax(); /* others hold it only for a push that never waits */
 }
 
 static int tx_try_enter(struct shm_conn *c)
@@ -783,17 +791,15 @@ static int rx_park(struct shm_conn *c, const void *ubuf)
 	return 0;
 }
 
-/* Sleep of the receive path.  With data held on the send path, also ask
- * for a poller wake-up when room appears, so the held data moves on while
- * we wait (a request held, then a blocking receive of its reply). */
+/* Sleep of the receive path.  With data held on the send path the sleep
+ * is cut in slices of SHM_HELD_SLICE ms, each ending with a push of held
+ * data (a request held, then a blocking receive of its reply): waiting
+ * for the room itself would mean reading a wake socket or the descriptor
+ * that the sending or polling thread reads, and stealing its wake-ups. */
 static void rx_sleep(struct shm_conn *c, int64_t deadline)
 {
-	if (atomic_load_explicit(&c->held_any, memory_order_relaxed)) {
-		atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_POLL);
-		if (sleep_fence(c) == 0)
-			tx_help(c); /* looks at the tail after arming */
-	}
-	shm_sleep(c, 1, rx_moved, deadline);
+	int held = atomic_load_explicit(&c->held_any, memory_order_relaxed);
+	shm_sleep(c, 1, rx_moved, deadline, held ? SHM_HELD_SLICE : 0);
 }
 
 static ssize_t shm_recv(struct ipc_conn *cc, void *buf, size_t len, void **allocp, int64_t deadline)
@@ -818,7 +824,7 @@ static ssize_t shm_recv(struct ipc_conn *cc, void *buf, size_t len, void **alloc
 		tx_help(c);
 		deadline = ipc__anchor(deadline); /* from the first wait on */
 		if (deadline == IPC__NOW) {
-			sock_check(c, 1);
+			sock_alive(c);
 			if (peer_done(c))
 				continue;
 		}
@@ -897,9 +903,9 @@ static int tx_room(struct shm_conn *c, uint64_t need, int64_t deadline)
 		if (ipc__ring_room(&c->tx) >= need)
 			return 0;
 		if (deadline == IPC__NOW)
-			sock_check(c, 1);
+			sock_alive(c);
 		else if (!deadline_passed(deadline))
-			shm_sleep(c, 0, tx_moved, deadline);
+			shm_sleep(c, 0, tx_moved, deadline, 0);
 		if (peer_done(c))
 			return tx_dead(c);
 		if (deadline_passed(deadline)) {
@@ -1058,7 +1064,7 @@ static int tx_begin(struct shm_conn *c, int64_t deadline)
 	if (tx_failed(c))
 		return fail_errno(c->tx_err);
 	if ((c->tx_count++ & (SHM_LIVE_EVERY - 1)) == 0)
-		sock_check(c, 1);
+		sock_alive(c);
 	if (peer_done(c))
 		return tx_dead(c);
 	if (c->held && tx_push_held(c, deadline) < 0)
