@@ -1200,3 +1200,42 @@ TEST(pair_shm_fork)
 	CHECK(ipc_close(p[0]) == 0);
 	CHECK_FAILS(ipc_pair("shm:x", &o, p), EINVAL);
 }
+
+/*
+ * Wake-up bytes are validated: a peer writing anything but the wake-up
+ * byte on a wake socket fails the connection with EPROTO (documented in
+ * lib/ring.h), seen by a blocked receive at once; the library's other
+ * connections are untouched.
+ */
+TEST(hostile_wake_junk)
+{
+	struct ipc_options o;
+	opts_cap(&o, 4096);
+	o.recv_timeout_ms = 5000;
+	int pre[64], post[64], nw = 0;
+	int npre = stream_socks(pre, 64);
+	ipc_conn *s, *c, *s2, *c2;
+	t_pair("shm", &o, &s, &c);
+	int npost = stream_socks(post, 64);
+	t_pair("shm", &o, &s2, &c2);
+	for (int i = 0; i < npost; i++) {
+		int old = 0;
+		for (int k = 0; k < npre; k++)
+			old |= pre[k] == post[i];
+		if (!old) {
+			unsigned char junk = 0x42;
+			CHECK(send(post[i], &junk, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1);
+			nw++;
+		}
+	}
+	CHECKF(nw == 4, "%d new stream sockets", nw);
+	char buf[16];
+	int64_t t0 = t_now_ms();
+	CHECK_FAILS(ipc_recv(s, buf, sizeof buf, 0), EPROTO);
+	CHECKF(t_now_ms() - t0 < 2000, "took %lld ms", (long long)(t_now_ms() - t0));
+	CHECK_FAILS(ipc_send(s, buf, 1, 0), EPROTO);
+	ping(c2, s2, 100, 1);
+	ipc_close(c);
+	ipc_close(s);
+	CHECK(ipc_close(c2) == 0 && ipc_close(s2) == 0);
+}
