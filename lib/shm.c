@@ -442,6 +442,16 @@ static void sock_alive(struct shm_conn *c)
 		sock_check(c, 0);
 }
 
+/* The peer is done: the status byte it may have left on the socket
+ * before going (a refusal, a protocol error) says why, even when a wake
+ * socket's hangup told us first. */
+static int peer_verdict(struct shm_conn *c)
+{
+	if (!atomic_load(&c->sock_err))
+		sock_check(c, 1);
+	return atomic_load(&c->sock_err);
+}
+
 /* Nonzero when the peer will not produce or consume anything more. */
 static int peer_done(struct shm_conn *c)
 {
@@ -618,7 +628,7 @@ static enum shm_step rx_short(struct shm_conn *c, uint64_t need)
 		return STEP_ERR;
 	if (c->rx.head != before && ipc__ring_avail(&c->rx) >= need)
 		return STEP_DONE;
-	int se = atomic_load(&c->sock_err);
+	int se = peer_verdict(c);
 	uint32_t st = atomic_load(c->peer_state);
 	if (se)
 		c->rx_err = se;
@@ -858,7 +868,7 @@ static int tx_failed(struct shm_conn *c)
 /* The send path cannot go on: sticky error. */
 static int tx_dead(struct shm_conn *c)
 {
-	int se = atomic_load(&c->sock_err);
+	int se = peer_verdict(c);
 	c->tx_err = se == EACCES || se == EPROTO ? se : EPIPE;
 	return fail_errno(c->tx_err);
 }
