@@ -169,6 +169,8 @@ struct shm_hdr {
 	uint64_t cap[2], rsize[2], region;
 	_Alignas(SHM_LINE) _Atomic uint32_t state[2]; /* [0] client, [1] server */
 	_Alignas(SHM_LINE) _Atomic uint32_t asym[2];   /* side registered for membarrier */
+	_Alignas(SHM_LINE) _Atomic uint64_t srv_cap;   /* the server's s->c capacity, if it
+	                                                  is below the ring's (0: none) */
 	_Alignas(SHM_LINE) struct ipc__ring_ctl ctl[2]; /* [0] c->s, [1] s->c */
 };
 _Static_assert(sizeof(struct shm_hdr) <= SHM_HDR_SIZE, "header must fit its page");
@@ -200,6 +202,7 @@ struct shm_conn {
 	struct ipc__ring_ctl *txc, *rxc;
 	unsigned char *txd, *rxd;
 	uint64_t tx_cap, tx_mask, rx_cap, rx_mask;
+	int rx_cap_known;         /* rx_learn_cap ran */
 	_Atomic uint32_t *my_state, *peer_state;
 	_Atomic uint32_t *peer_asym;
 	int asym_me;  /* our process is registered for membarrier() */
@@ -601,10 +604,25 @@ static int rx_failed(struct shm_conn *c)
 }
 
 /* Load and validate the peer's head.  0 or -1 EPROTO (connection failed). */
+/* A server whose capacity is below the ring we made bounds its own sends
+ * by it (what a client may make it hold) and says so in the header before
+ * it publishes anything; the consumer must classify frames by the cap the
+ * producer keeps (ring.h), so the client learns it with the first data. */
+static void rx_learn_cap(struct shm_conn *c)
+{
+	if (c->rx_cap_known || c->rx.head == 0)
+		return;
+	c->rx_cap_known = 1;
+	uint64_t pc = atomic_load(&c->hdr->srv_cap);
+	if (c->side == 0 && pc >= 4096 && pc < c->rx.cap)
+		c->rx.cap = pc;
+}
+
 static int rx_refresh(struct shm_conn *c)
 {
 	if (ipc__ring_cons_sync(&c->rx) != IPC__RING_OK)
 		return ring_corrupt(c);
+	rx_learn_cap(c);
 	return 0;
 }
 
@@ -1227,6 +1245,10 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 	if (c->ready_waited || (c->ready_calls++ & 63) == 0)
 		sock_check(c, 1); /* takes our wake-up bytes too */
 	c->ready_waited = 0;
+	/* held data moves on whatever the caller waits for (ipc_send(3)): a
+	 * loop that only asks for IPC_POLLIN must still deliver its reply */
+	int held = !(events & IPC_POLLOUT) && atomic_load_explicit(&c->held_any, memory_order_acquire) &&
+		   !tx_ready(c);
 	int done = peer_done(c);
 	if ((events & IPC_POLLIN) && (rx_ready(c) || done))
 		res |= IPC_POLLIN;
@@ -1244,7 +1266,7 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 	int fresh = 0;
 	if (events & IPC_POLLIN)
 		fresh |= !(atomic_fetch_or(&c->rxc->cons_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
-	if (events & IPC_POLLOUT)
+	if ((events & IPC_POLLOUT) || held)
 		fresh |= !(atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
 	if (fresh && sleep_fence(c) < 0) {
 		/* no fence: a wake-up byte may be missed; report ready so
@@ -1255,6 +1277,8 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 		res |= IPC_POLLIN;
 	if ((events & IPC_POLLOUT) && tx_ready(c))
 		res |= IPC_POLLOUT;
+	if (held)
+		tx_ready(c); /* room may have come before the word was armed */
 	if (peer_done(c))
 		res |= IPC_POLLHUP | (events & (IPC_POLLIN | IPC_POLLOUT));
 	*pollev = POLLIN;
@@ -1617,6 +1641,8 @@ static int shm_build(struct ipc__rdv_listener *rl, int *sock, const unsigned cha
 		return IPC__RDV_REFUSE;
 	}
 	c->map = p;
+	if (h.cap[1] < h.rsize[1]) /* before anything of ours is published */
+		atomic_store(&((struct shm_hdr *)p)->srv_cap, h.cap[1]);
 	c->cred = *cr;
 	c->wfd_rx = fds[1]; /* c->s ring: we consume */
 	c->wfd_tx = fds[2]; /* s->c ring: we produce */
