@@ -169,9 +169,9 @@ struct shm_hdr {
 	uint64_t cap[2], rsize[2], region;
 	_Alignas(SHM_LINE) _Atomic uint32_t state[2]; /* [0] client, [1] server */
 	_Alignas(SHM_LINE) _Atomic uint32_t asym[2];   /* side registered for membarrier */
+	_Alignas(SHM_LINE) struct ipc__ring_ctl ctl[2]; /* [0] c->s, [1] s->c */
 	_Alignas(SHM_LINE) _Atomic uint64_t srv_cap;   /* the server's s->c capacity, if it
 	                                                  is below the ring's (0: none) */
-	_Alignas(SHM_LINE) struct ipc__ring_ctl ctl[2]; /* [0] c->s, [1] s->c */
 };
 _Static_assert(sizeof(struct shm_hdr) <= SHM_HDR_SIZE, "header must fit its page");
 
