@@ -155,6 +155,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_SPIN 2000             /* polls of the index before sleeping, at most */
 #define SHM_LIVE_EVERY 256u       /* sends between two socket checks (power of 2) */
 #define SHM_CHUNK ((uint64_t)64 << 10) /* publication step while streaming */
+#define SHM_VERDICT_MS 200        /* bound on waiting for a refusal's status byte */
 #define SHM_SOCK_READS 64         /* bytes one socket check takes at most */
 #define SHM_HELD_SLICE 1          /* ms a receive sleeps between pushes of held data */
 
@@ -210,7 +211,8 @@ struct shm_conn {
 
 	/* shared by the two paths */
 	_Atomic int owner;     /* pid of the process using it; 0: not yet (pair) */
-	_Atomic int peer_gone; /* EOF/HUP seen on the socket */
+	_Atomic int peer_gone; /* EOF/HUP seen on the socket or a wake socket */
+	_Atomic int sock_eof;  /* EOF seen on the socket itself */
 	_Atomic int sock_err;  /* status byte / protocol error seen on the socket */
 	_Atomic int fail_err;  /* our side gave up (conn_fail): the first error */
 
@@ -428,8 +430,10 @@ static void sock_check(struct shm_conn *c, int do_poll)
 				atomic_store(&c->sock_err, e);
 			continue;
 		}
-		if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+		if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+			atomic_store(&c->sock_eof, 1);
 			atomic_store(&c->peer_gone, 1);
+		}
 		break;
 	}
 }
@@ -450,8 +454,18 @@ static void sock_alive(struct shm_conn *c)
  * socket's hangup told us first. */
 static int peer_verdict(struct shm_conn *c)
 {
-	if (!atomic_load(&c->sock_err))
-		sock_check(c, 1);
+	if (atomic_load(&c->sock_err))
+		return atomic_load(&c->sock_err);
+	sock_check(c, 1);
+	if (!atomic_load(&c->sock_err) && !atomic_load(&c->sock_eof) && !atomic_load(c->peer_state)) {
+		/* a listener that refuses us closes our wake sockets before
+		 * it sends its status byte and closes the socket: give the
+		 * socket a moment to say which (bounded; a dead process's
+		 * descriptors all close at once) */
+		struct pollfd p = {.fd = c->sock, .events = POLLIN};
+		if (poll(&p, 1, SHM_VERDICT_MS) > 0)
+			sock_check(c, 0);
+	}
 	return atomic_load(&c->sock_err);
 }
 
