@@ -194,25 +194,13 @@ static long read_proc_long(const char *path, long fallback)
 	return v;
 }
 
-static void put32(unsigned char *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
 static void hello_encode(unsigned char *h, int status, size_t max_msg)
 {
 	memset(h, 0, HELLO_LEN);
 	memcpy(h, "LIPQ", 4);
 	h[4] = MQ_VERSION;
 	h[5] = (unsigned char)status;
-	put32(h + 8, (uint32_t)max_msg);
+	ipc__mq_put32(h + 8, (uint32_t)max_msg);
 }
 
 /* 0 if h is a compatible hello whose status is one of the rendezvous
@@ -323,7 +311,7 @@ static int peer_check(struct mq_conn *c)
 					c->pstate = P_REFUSED;
 					c->perr = c->hbuf[5];
 				} else {
-					uint32_t m = get32(c->hbuf + 8);
+					uint32_t m = ipc__mq_get32(c->hbuf + 8);
 					atomic_store(&c->peer_max, m ? (size_t)m : SIZE_MAX);
 				}
 				continue;
@@ -1270,7 +1258,7 @@ static int mq_build(struct ipc__rdv_listener *rl, int *sock, const unsigned char
 	struct mq_conn *c = mq_conn_new(s2, mine, 0);
 	if (!c)
 		return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? IPC__RDV_RETRY : IPC__RDV_REFUSE;
-	uint32_t m = get32(h + 8);
+	uint32_t m = ipc__mq_get32(h + 8);
 	atomic_store(&c->peer_max, m ? (size_t)m : SIZE_MAX);
 	ipc__close_fd(*sock);
 	*sock = s2;

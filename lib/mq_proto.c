@@ -4,12 +4,12 @@
 
 #include "mq_proto.h"
 
-static void put32(unsigned char *p, uint32_t v)
+void ipc__mq_put32(unsigned char *p, uint32_t v)
 {
 	memcpy(p, &v, 4);
 }
 
-static uint32_t get32(const unsigned char *p)
+uint32_t ipc__mq_get32(const unsigned char *p)
 {
 	uint32_t v;
 	memcpy(&v, p, 4);
@@ -18,8 +18,8 @@ static uint32_t get32(const unsigned char *p)
 
 void ipc__mq_trailer(unsigned char *chunk, size_t ms, uint32_t tag, uint32_t total)
 {
-	put32(chunk + ms - IPC__MQ_TRAILER, tag);
-	put32(chunk + ms - IPC__MQ_TRAILER + 4, total);
+	ipc__mq_put32(chunk + ms - IPC__MQ_TRAILER, tag);
+	ipc__mq_put32(chunk + ms - IPC__MQ_TRAILER + 4, total);
 }
 
 size_t ipc__mq_chunk_payload(size_t ms, size_t total, size_t off, int first)
@@ -55,8 +55,8 @@ enum ipc__mq_took ipc__mq_take(struct ipc__mq_asm *a, const unsigned char *src, 
 		return take_next(a, src, n, ms);
 	if (n < ms)
 		return IPC__MQ_WHOLE;
-	uint32_t tag = get32(src + ms - IPC__MQ_TRAILER);
-	uint32_t total = get32(src + ms - IPC__MQ_TRAILER + 4);
+	uint32_t tag = ipc__mq_get32(src + ms - IPC__MQ_TRAILER);
+	uint32_t total = ipc__mq_get32(src + ms - IPC__MQ_TRAILER + 4);
 	if (tag == IPC__MQ_TAG_CLOSE)
 		return IPC__MQ_CLOSE;
 	if (tag != IPC__MQ_TAG_FIRST || total < ms || total > max_msg)

@@ -28,6 +28,10 @@
 /* Smallest queue message size the protocol works with. */
 #define IPC__MQ_MIN_MSGSIZE 64
 
+/* A u32 at p in host order (the hello and the trailers). */
+void ipc__mq_put32(unsigned char *p, uint32_t v);
+uint32_t ipc__mq_get32(const unsigned char *p);
+
 /* Write the trailer (tag, total) into the last 8 bytes of a chunk of ms. */
 void ipc__mq_trailer(unsigned char *chunk, size_t ms, uint32_t tag, uint32_t total);
 

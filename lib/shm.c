@@ -204,6 +204,7 @@ struct shm_conn {
 	unsigned char *txd, *rxd;
 	uint64_t tx_cap, tx_mask, rx_cap, rx_mask;
 	int rx_cap_known;         /* rx_learn_cap ran */
+	int ncpu;                 /* CPUs online when made (spin_budget) */
 	_Atomic uint32_t *my_state, *peer_state;
 	_Atomic uint32_t *peer_asym;
 	int asym_me;  /* our process is registered for membarrier() */
@@ -511,16 +512,9 @@ static void wake_seen(struct shm_conn *c, enum ipc__wake_seen w)
  * or when the budget has run down, the waiter sleeps at once (and tries a
  * short spin again now and then).
  */
-static int spin_budget(int *budget)
+static int spin_budget(const struct shm_conn *c, int *budget)
 {
-	static _Atomic int ncpu; /* cache of a constant of the system */
-	int n = atomic_load_explicit(&ncpu, memory_order_relaxed);
-	if (!n) {
-		long v = sysconf(_SC_NPROCESSORS_ONLN);
-		n = v > 0 ? (int)v : 1;
-		atomic_store_explicit(&ncpu, n, memory_order_relaxed);
-	}
-	if (n < 2)
+	if (c->ncpu < 2)
 		return 0;
 	if (*budget < 16)
 		*budget = 16; /* probe again: the load may have changed */
@@ -546,7 +540,7 @@ static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *
 		      int ms_cap)
 {
 	int *budget = rx ? &c->rx_spin : &c->tx_spin;
-	int spins = spin_budget(budget);
+	int spins = spin_budget(c, budget);
 	for (int i = 0; i < spins; i++) {
 		if (ready(c)) {
 			spin_result(budget, 1);
@@ -997,7 +991,7 @@ static void cur_take(struct shm_conn *c, struct iov_cur *cu, unsigned char *dst,
 
 /* Keep the rest of a message (hdr: also its frame header first) to send
  * later.  0, or -1 ENOMEM. */
-static int tx_hold(struct shm_conn *c, struct iov_cur *cu, size_t left, int hdr)
+static int hold_rest(struct shm_conn *c, struct iov_cur *cu, size_t left, int hdr)
 {
 	size_t h = hdr ? IPC__RING_FRAME_HDR : 0;
 	unsigned char *b = malloc(h + left ? h + left : 1);
@@ -1032,7 +1026,7 @@ static int tx_stream(struct shm_conn *c, const struct iovec *iov, int iovcnt, si
 				if (errno != EAGAIN && errno != ETIMEDOUT)
 					return -1;
 				/* started flowing: hold the rest, accepted */
-				if (tx_hold(c, &cu, left, 0) < 0) {
+				if (hold_rest(c, &cu, left, 0) < 0) {
 					conn_fail(c, ENOMEM);
 					return fail_errno(ENOMEM);
 				}
@@ -1067,7 +1061,7 @@ static int tx_nowait(struct shm_conn *c, const struct iovec *iov, int iovcnt, si
 		tx_publish(c);
 		return 0;
 	}
-	if (tx_hold(c, &cu, total, 1) < 0)
+	if (hold_rest(c, &cu, total, 1) < 0)
 		return -1; /* nothing sent */
 	if (tx_push_held(c, IPC__NOW) < 0 && errno != EAGAIN)
 		return -1;
@@ -1404,6 +1398,8 @@ static struct shm_conn *conn_alloc(void)
 	if (!c)
 		return NULL;
 	c->sock = c->wfd_rx = c->wfd_tx = -1;
+	long n = sysconf(_SC_NPROCESSORS_ONLN); /* per connection: no global state */
+	c->ncpu = n > 0 ? (int)n : 1;
 	return c;
 }
 
