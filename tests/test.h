@@ -209,4 +209,7 @@ int t_token_entries(const char *dir);
 void t_fd_snapshot(unsigned char before[T_MAXFD]);
 int t_fd_new_without_cloexec(const unsigned char before[T_MAXFD]);
 
+/* Make /dev/mqueue visible (mounting it as root if needed) or SKIP. */
+void t_need_mqdir(void);
+
 #endif

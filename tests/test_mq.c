@@ -24,17 +24,6 @@
 #define MQDIR "/dev/mqueue"
 #define DEAD_BOUND_MS 1000 /* a blocked call watches the socket: at once; generous for CI */
 
-/* Make /dev/mqueue visible (mount it as root if needed) or SKIP. */
-static void need_mqdir(void)
-{
-	if (t_dir_count(MQDIR) >= 0)
-		return;
-	if (geteuid() != 0)
-		SKIP("/dev/mqueue absent and not root");
-	mkdir(MQDIR, 0755);
-	if (mount("none", MQDIR, "mqueue", 0, NULL) < 0 && t_dir_count(MQDIR) < 0)
-		SKIP("cannot mount the mqueue filesystem");
-}
 
 /* Entries of /dev/mqueue made by this library (other users may work in
  * parallel on this machine: only count ours). */
@@ -95,7 +84,7 @@ static void *big_send_fn(void *arg)
 
 TEST(mq_no_leftovers_after_close)
 {
-	need_mqdir();
+	t_need_mqdir();
 	int before = our_queues();
 	ipc_conn *s, *c;
 	t_pair("mq", NULL, &s, &c);
@@ -118,7 +107,7 @@ TEST(mq_no_leftovers_after_close)
 static void kill_mid_transfer(int kill_client)
 {
 	TEST_TIMEOUT(60);
-	need_mqdir();
+	t_need_mqdir();
 	int before = our_queues();
 	char bound[IPC_ADDR_MAX + 1];
 	/* the child streams, the parent receives */
@@ -234,7 +223,7 @@ TEST(mq_64mib_message)
 /* Queue attributes come from the kernel's limits at run time. */
 TEST(mq_limits_from_kernel)
 {
-	need_mqdir();
+	t_need_mqdir();
 	long msg_max = 10, size_max = 8192;
 	FILE *f = fopen("/proc/sys/fs/mqueue/msg_max", "r");
 	if (f) {

@@ -27,16 +27,6 @@
 #define MQDIR "/dev/mqueue"
 #define NOBODY 65534
 
-static void need_mqdir(void)
-{
-	if (t_dir_count(MQDIR) >= 0)
-		return;
-	if (geteuid() != 0)
-		SKIP("/dev/mqueue absent and not root");
-	mkdir(MQDIR, 0755);
-	if (mount("none", MQDIR, "mqueue", 0, NULL) < 0 && t_dir_count(MQDIR) < 0)
-		SKIP("cannot mount the mqueue filesystem");
-}
 
 /* Set (or clear) O_NONBLOCK on every mqueue descriptor of this process:
  * what a peer can do to the open file descriptions it shares with us. */
@@ -160,7 +150,7 @@ TEST(hostile_row7_queue_name)
 	TEST_TIMEOUT(60);
 	if (geteuid() != 0)
 		SKIP("needs root to run a watcher as another uid");
-	need_mqdir();
+	t_need_mqdir();
 	struct ipc_options o;
 	ipc_options_init(&o);
 	o.mode = 0666;
@@ -302,7 +292,7 @@ static void *drain_fn(void *arg)
 TEST(hostile_row8_kill_during_connect)
 {
 	TEST_TIMEOUT(60);
-	need_mqdir();
+	t_need_mqdir();
 	srand((unsigned)getpid());
 	char a[128], b[128], mine[128], other[128] = "";
 	make_leftover(a, sizeof a, dead_pid());

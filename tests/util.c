@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -240,4 +242,15 @@ ipc_conn *t_accept(ipc_listener *l)
 	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
 	CHECK(c != NULL);
 	return c;
+}
+
+void t_need_mqdir(void)
+{
+	if (t_dir_count("/dev/mqueue") >= 0)
+		return;
+	if (geteuid() != 0)
+		SKIP("/dev/mqueue absent and not root");
+	mkdir("/dev/mqueue", 0755);
+	if (mount("none", "/dev/mqueue", "mqueue", 0, NULL) < 0 && t_dir_count("/dev/mqueue") < 0)
+		SKIP("cannot mount the mqueue filesystem");
 }
