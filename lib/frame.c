@@ -772,6 +772,20 @@ static void stream_forget(struct stream *s)
 	free(s);
 }
 
+/* Bytes of the peer's hello still to come before we may close.  On a
+ * transport whose close turns bytes arriving later into a reset that
+ * destroys what the peer has not read yet (TCP), a peer that has not
+ * accepted us yet would lose every message we sent when its hello hits
+ * our closed socket: close waits for that hello (within the linger time).
+ * Other transports, or a hello already in: 0. */
+static size_t close_wait_hello(struct stream *s)
+{
+	if (!s->ops->lossy_close || !s->ops->lossy_close(s->ctx) ||
+	    atomic_load_explicit(&s->hello_seen, memory_order_relaxed))
+		return 0;
+	return s->ilen >= IPC__HELLO_LEN ? 0 : IPC__HELLO_LEN - s->ilen;
+}
+
 int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 {
 	struct stream *s = S(c);
@@ -802,9 +816,13 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 	 * the kernel does not turn our close into a reset of the peer */
 	s->ops->shutdown_write(s->ctx);
 	unsigned char junk[4096];
-	for (int i = 0; i < 256; i++)
-		if (s->ops->read(s->ctx, junk, sizeof junk, IPC__NOW) <= 0)
+	size_t need = close_wait_hello(s);
+	for (int i = 0; i < 256; i++) {
+		ssize_t r = s->ops->read(s->ctx, junk, sizeof junk, need ? linger_deadline : IPC__NOW);
+		if (r <= 0)
 			break;
+		need = (size_t)r >= need ? 0 : need - (size_t)r;
+	}
 	stream_forget(s);
 	if (rc)
 		errno = err;

@@ -339,6 +339,11 @@ struct ipc__bstream_ops {
 	 * it cannot tell cheaply. */
 	int (*peer_ended)(void *ctx);
 
+	/* Optional: nonzero when closing while the peer still sends makes the
+	 * peer lose what it has not read yet (a TCP reset): close then waits,
+	 * within the linger time, for the peer's hello (frame.c). */
+	int (*lossy_close)(void *ctx);
+
 	/* Optional: copy up to n bytes the receive side has not read yet,
 	 * without taking them and without waiting.  Returns the count or -1.
 	 * Called by the send path only once the peer is gone, to tell a

@@ -114,6 +114,13 @@ static int ss_peer_ended(void *ctx)
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
+/* tcp: data reaching a closed socket is answered with a reset, which
+ * destroys what the peer has not read. */
+static int ss_lossy_close(void *ctx)
+{
+	return !((struct sock_stream *)ctx)->is_unix;
+}
+
 static ssize_t ss_peek(void *ctx, void *buf, size_t n)
 {
 	ssize_t r;
@@ -157,6 +164,7 @@ static const struct ipc__bstream_ops sock_stream_ops = {
 	.poll_events = ss_poll_events,
 	.peer_ended = ss_peer_ended,
 	.peek = ss_peek,
+	.lossy_close = ss_lossy_close,
 	.shutdown_write = ss_shutdown_write,
 	.peer_cred = ss_peer_cred,
 	.fd = ss_fd,
