@@ -53,6 +53,7 @@ struct stream {
 	size_t ocap, ooff, olen;
 	unsigned char *stage; /* send_batch packing buffer */
 	int serr;
+	int sent_any;          /* a message was accepted (close_wait_hello) */
 	atomic_size_t pending; /* olen, readable without slock */
 };
 
@@ -619,6 +620,7 @@ static int tx_frame(struct stream *s, struct iovec *v, int cnt, size_t frame, in
 	}
 	if (done < frame && tx_hold(s, iov, cnt, 0, frame - done) < 0)
 		return tx_fail(s, ENOMEM); /* the stream holds half a frame */
+	s->sent_any = 1;
 	return 0;
 }
 
@@ -777,10 +779,10 @@ static void stream_forget(struct stream *s)
  * destroys what the peer has not read yet (TCP), a peer that has not
  * accepted us yet would lose every message we sent when its hello hits
  * our closed socket: close waits for that hello (within the linger time).
- * Other transports, or a hello already in: 0. */
+ * Other transports, a hello already in, or nothing ever sent: 0. */
 static size_t close_wait_hello(struct stream *s)
 {
-	if (!s->ops->lossy_close || !s->ops->lossy_close(s->ctx) ||
+	if (!s->sent_any || !s->ops->lossy_close || !s->ops->lossy_close(s->ctx) ||
 	    atomic_load_explicit(&s->hello_seen, memory_order_relaxed))
 		return 0;
 	return s->ilen >= IPC__HELLO_LEN ? 0 : IPC__HELLO_LEN - s->ilen;
