@@ -155,6 +155,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_SPIN 2000             /* polls of the index before sleeping, at most */
 #define SHM_LIVE_EVERY 256u       /* sends between two socket checks (power of 2) */
 #define SHM_CHUNK ((uint64_t)64 << 10) /* publication step while streaming */
+#define SHM_ANY_OWNER (-1)        /* owner of a handle that is not a pair end */
 #define SHM_VERDICT_MS 200        /* bound on waiting for a refusal's status byte */
 #define SHM_SOCK_READS 64         /* bytes one socket check takes at most */
 #define SHM_HELD_SLICE 1          /* ms a receive sleeps between pushes of held data */
@@ -211,7 +212,8 @@ struct shm_conn {
 	struct ipc_cred cred;
 
 	/* shared by the two paths */
-	_Atomic int owner;     /* pid of the process using it; 0: not yet (pair) */
+	_Atomic int owner;     /* pair end: pid of the process using it, 0: not
+	                          yet; SHM_ANY_OWNER: not a pair end */
 	_Atomic int peer_gone; /* EOF/HUP seen on the socket or a wake socket */
 	_Atomic int sock_eof;  /* EOF seen on the socket itself */
 	_Atomic int sock_err;  /* status byte / protocol error seen on the socket */
@@ -350,16 +352,18 @@ static void conn_rings(struct shm_conn *c)
 	ipc__ring_init(&c->tx, c->txc, c->txd, c->tx_cap, c->tx_mask + 1);
 	ipc__ring_init(&c->rx, c->rxc, c->rxd, c->rx_cap, c->rx_mask + 1);
 	c->tx_spin = c->rx_spin = SHM_SPIN;
-	atomic_store_explicit(&c->owner, (int)getpid(), memory_order_relaxed);
+	atomic_store_explicit(&c->owner, SHM_ANY_OWNER, memory_order_relaxed);
 }
 
 /*
- * Which process uses the connection.  Only that process's close ends the
- * connection (state word, shutdown, wake-ups); a close in a process that
- * merely inherited the handle across fork() releases its copies and
- * leaves the connection to the process that uses it.  Set at creation; a
- * pair's ends (shm_pair) are claimed by the first call that uses them, and
- * a wait re-claims a handle that moved to another process.
+ * Which process uses a pair's end (shm_pair).  Only that process's close
+ * ends the connection (state word, shutdown, wake-ups); a close in a
+ * process that merely inherited the end across fork() releases its copies
+ * and leaves the connection to the process that uses it.  The first call
+ * that uses an end claims it, and a wait re-claims one that moved to
+ * another process.  Accepted and connected handles belong to whichever
+ * process uses them (SHM_ANY_OWNER): ipc(7) lets only one of them use or
+ * close the handle, so a worker that got it by fork closes it for real.
  */
 static inline void conn_claim_new(struct shm_conn *c)
 {
@@ -369,8 +373,8 @@ static inline void conn_claim_new(struct shm_conn *c)
 
 static void conn_claim(struct shm_conn *c)
 {
-	int me = (int)getpid();
-	if (atomic_load_explicit(&c->owner, memory_order_relaxed) != me)
+	int me = (int)getpid(), o = atomic_load_explicit(&c->owner, memory_order_relaxed);
+	if (o != SHM_ANY_OWNER && o != me)
 		atomic_store_explicit(&c->owner, me, memory_order_relaxed);
 }
 
@@ -1370,8 +1374,9 @@ static int shm_close(struct ipc_conn *cc, int64_t linger_deadline)
 {
 	struct shm_conn *c = (struct shm_conn *)cc;
 	int ret = 0, e = 0;
-	if (atomic_load(&c->owner) != (int)getpid()) {
-		conn_free(c); /* inherited, not used here: the user goes on */
+	int owner = atomic_load(&c->owner);
+	if (owner != SHM_ANY_OWNER && owner != (int)getpid()) {
+		conn_free(c); /* an inherited pair end, not used here: the user goes on */
 		return 0;
 	}
 	if (c->held && (tx_failed(c) ? fail_errno(c->tx_err) : linger(c, linger_deadline)) < 0) {

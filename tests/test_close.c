@@ -74,3 +74,39 @@ CTEST(close_before_accept_delivers)
 	}
 	ipc_listener_close(l);
 }
+
+/* ipc(7) "Fork and exec": the parent accepts and forks a worker that uses
+ * the connection and closes it; the parent forgets its copy.  The worker's
+ * close ends the connection: the client sees EPIPE at once.  (shm ignored
+ * the worker's close when its receive had not needed to wait.) */
+CTEST(fork_worker_close_ends_connection)
+{
+	TEST_TIMEOUT(30);
+	ipc_conn *s, *c;
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.recv_timeout_ms = 5000;
+	t_pair(scheme, &o, &s, &c);
+	CHECK_EQ(ipc_send(c, "job", 3, 0), 3);
+	t_sleep_ms(20); /* queued before the worker looks: no wait there */
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		char b[8];
+		if (ipc_recv(s, b, sizeof b, 0) != 3)
+			_exit(2);
+		_exit(ipc_close(s) == 0 ? 0 : 3);
+	}
+	t_wait_ok(pid); /* the parent never touches s again */
+	int64_t t0 = t_now_ms();
+	char b[8];
+	errno = 0;
+	ssize_t r = ipc_recv(c, b, sizeof b, 0);
+	int e = errno;
+	int64_t took = t_now_ms() - t0;
+	CHECKF(r < 0 && e == EPIPE, "client after the worker's close: %zd, errno %d (%s) after %lld ms", r, e,
+	       strerror(e), (long long)took);
+	CHECK_LT(took, 2000);
+	ipc_close(c);
+}
