@@ -804,12 +804,12 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 		struct iovec v = {eos, sizeof eos};
 		size_t held = s->olen;
 		if (tx_hold(s, &v, 1, 0, sizeof eos) < 0 || tx_drain(s, linger_deadline, 1) < 0) {
-			if (s->olen > sizeof eos || held) { /* messages were dropped */
+			if ((s->olen > sizeof eos || held) && s->sent_any) { /* messages were dropped */
 				rc = -1;
 				err = s->serr ? s->serr : errno == EAGAIN ? ETIMEDOUT : errno;
 			}
 		}
-	} else if (s->olen) {
+	} else if (s->olen && s->sent_any) { /* (our own hello is no loss) */
 		rc = -1;
 		err = s->serr;
 	}

@@ -904,3 +904,34 @@ TEST(hostile_row12_probe_invisible)
 	ipc_close(s);
 	ipc_listener_close(r.l);
 }
+
+/* A raw peer sends its hello, one message and the end-of-stream frame and
+ * is gone before we accept: we get the message, then EPIPE, and our close
+ * returns 0 — our own hello, never sent, is no lost data (it returned -1
+ * EPIPE in 20 of 20 runs before). */
+STEST(close_after_peer_left_returns_0)
+{
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen(scheme, NULL, bound);
+	for (int round = 0; round < 5; round++) {
+		int fd = raw_connect(bound, 0);
+		unsigned char b[8 + 4 + 2 + 4] = {0};
+		memcpy(b, HELLO, 8);
+		b[11] = 2;
+		b[12] = 'h';
+		b[13] = 'i';
+		memset(b + 14, 0xff, 4);
+		raw_write(fd, b, sizeof b);
+		shutdown(fd, SHUT_WR);
+		t_sleep_ms(20);
+		close(fd);
+		ipc_conn *s = t_accept(l);
+		char m[8];
+		CHECK_EQ(ipc_recv(s, m, sizeof m, 0), 2);
+		CHECK_FAILS(ipc_recv(s, m, sizeof m, 0), EPIPE);
+		errno = 0;
+		int rc = ipc_close(s);
+		CHECKF(rc == 0, "round %d: close after the peer left: %d (%s)", round, rc, strerror(errno));
+	}
+	ipc_listener_close(l);
+}
