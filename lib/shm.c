@@ -155,6 +155,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_SPIN 2000             /* polls of the index before sleeping, at most */
 #define SHM_LIVE_EVERY 256u       /* sends between two socket checks (power of 2) */
 #define SHM_CHUNK ((uint64_t)64 << 10) /* publication step while streaming */
+#define SHM_FUTILE_MAX 8          /* fruitless wake-ups before shm_sleep throttles */
 #define SHM_ANY_OWNER (-1)        /* owner of a handle that is not a pair end */
 #define SHM_VERDICT_MS 200        /* bound on waiting for a refusal's status byte */
 #define SHM_SOCK_READS 64         /* bytes one socket check takes at most */
@@ -206,6 +207,7 @@ struct shm_conn {
 	uint64_t tx_cap, tx_mask, rx_cap, rx_mask;
 	int rx_cap_known;         /* rx_learn_cap ran */
 	int ncpu;                 /* CPUs online when made (spin_budget) */
+	int rx_futile, tx_futile; /* wake-ups in a row that brought nothing */
 	_Atomic uint32_t *my_state, *peer_state;
 	_Atomic uint32_t *peer_asym;
 	int asym_me;  /* our process is registered for membarrier() */
@@ -561,6 +563,14 @@ static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *
 	 * byte must then still be there to end this poll, or the next
 	 * publication sees no word and we sleep to the deadline. */
 	enum ipc__wake_seen w = ipc__wake_drain(wfd);
+	int *futile = rx ? &c->rx_futile : &c->tx_futile;
+	if (w == IPC__WAKE_WOKEN && !ready(c) && ++*futile > SHM_FUTILE_MAX) {
+		/* wake-ups that bring nothing, again and again: a peer floods
+		 * the socket.  Deadlines hold anyway; this keeps the wait from
+		 * turning into a spin (at most one round per millisecond). */
+		int ms = ipc__remaining_ms(deadline);
+		poll(NULL, 0, ms < 0 || ms > 1 ? 1 : ms);
+	}
 	if (w == IPC__WAKE_QUIET || w == IPC__WAKE_WOKEN) {
 		atomic_fetch_or(flag, IPC__WAIT_SLEEP);
 		int fenced = sleep_fence(c) == 0;
@@ -569,6 +579,8 @@ static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *
 			w = ipc__wake_wait(wfd, c->sock, POLLRDHUP, deadline, fenced ? ms_cap : 1);
 		atomic_fetch_and(flag, ~IPC__WAIT_SLEEP);
 	}
+	if (ready(c))
+		*futile = 0;
 	wake_seen(c, w);
 }
 

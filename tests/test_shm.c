@@ -1016,9 +1016,17 @@ TEST(hostile_row3_wake_flood)
 	char buf[64];
 	CHECK(ipc_conn_set_timeouts(s, -1, 300) == 0);
 	int64_t t0 = t_now_ms();
+	struct timespec c0, c1;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 	CHECK_FAILS(ipc_recv(s, buf, sizeof buf, 0), ETIMEDOUT);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
 	int64_t took = t_now_ms() - t0;
+	int64_t cpu_ms = (c1.tv_sec - c0.tv_sec) * 1000 + (c1.tv_nsec - c0.tv_nsec) / 1000000;
 	CHECKF(took >= 290 && took < 1300, "a 300 ms receive took %lld ms under the flood", (long long)took);
+	/* and it waits, not spins: the wake-ups bring nothing (adversary
+	 * finding 5: it burned the whole 300 ms of CPU) */
+	CHECKF(cpu_ms * 6 < took, "the 300 ms receive used %lld ms of CPU in %lld ms under the flood",
+	       (long long)cpu_ms, (long long)took);
 	/* blocking, and the real message arrives during the flood */
 	CHECK(ipc_conn_set_timeouts(s, -1, -1) == 0);
 	struct later_send a = {c, 300, 0};
