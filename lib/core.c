@@ -60,6 +60,18 @@ void ipc_options_init(struct ipc_options *o)
 	o->mode = 0600;
 	o->peer_check = IPC_PEER_SAME;
 	o->peer_uid = 0;
+	o->tls_verify = IPC_TLS_VERIFY_PEER;
+	o->tls_min_version = IPC_TLS_1_2;
+	o->keepalive_idle_s = 30;
+	o->keepalive_interval_s = 5;
+	o->keepalive_count = 4;
+	o->user_timeout_ms = 60000;
+}
+
+/* The option strings are read by listen/connect only: a handle keeps none. */
+static void opts_forget_strings(struct ipc_options *o)
+{
+	o->tls_cert_file = o->tls_key_file = o->tls_ca_file = o->tls_ca_dir = o->tls_server_name = NULL;
 }
 
 static int opts_resolve(const struct ipc_options *in, struct ipc_options *out)
@@ -71,7 +83,12 @@ static int opts_resolve(const struct ipc_options *in, struct ipc_options *out)
 	if (out->connect_timeout_ms < -1 || out->send_timeout_ms < -1 || out->recv_timeout_ms < -1 ||
 	    out->linger_ms < -1 || out->max_msg_size == 0 || out->max_msg_size > IPC_MAX_MSG_LIMIT ||
 	    out->capacity < 4096 || out->capacity > ((size_t)1 << 30) || (out->mode & ~0777u) ||
-	    out->peer_check < IPC_PEER_SAME || out->peer_check > IPC_PEER_ANY) {
+	    out->peer_check < IPC_PEER_SAME || out->peer_check > IPC_PEER_ANY ||
+	    out->tls_verify < IPC_TLS_VERIFY_PEER || out->tls_verify > IPC_TLS_VERIFY_NONE ||
+	    (out->tls_min_version != IPC_TLS_1_2 && out->tls_min_version != IPC_TLS_1_3) ||
+	    out->keepalive_idle_s < 0 || out->keepalive_idle_s > 32767 || out->keepalive_interval_s < 1 ||
+	    out->keepalive_interval_s > 32767 || out->keepalive_count < 1 || out->keepalive_count > 127 ||
+	    out->user_timeout_ms < 0) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -113,6 +130,7 @@ ipc_listener *ipc_listen(const char *addr, const struct ipc_options *opts)
 {
 	struct ipc_options o;
 	const char *name;
+	ipc__detail_clear();
 	const struct ipc__transport *tp = lookup(addr, &name);
 	if (!tp || opts_resolve(opts, &o) < 0)
 		return NULL;
@@ -121,6 +139,7 @@ ipc_listener *ipc_listen(const char *addr, const struct ipc_options *opts)
 		return NULL;
 	l->tp = tp;
 	l->opt = o;
+	opts_forget_strings(&l->opt);
 	return l;
 }
 
@@ -155,6 +174,7 @@ ipc_conn *ipc_accept(ipc_listener *l, int flags)
 		errno = EINVAL;
 		return NULL;
 	}
+	ipc__detail_clear();
 	int64_t dl = call_deadline(l->opt.nonblock, l->opt.recv_timeout_ms, flags);
 	struct ipc_conn *c = l->tp->accept(l, dl);
 	if (!c)
@@ -168,17 +188,32 @@ ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts)
 {
 	struct ipc_options o;
 	const char *name;
+	ipc__detail_clear();
 	const struct ipc__transport *tp = lookup(addr, &name);
 	if (!tp || opts_resolve(opts, &o) < 0)
 		return NULL;
 	int64_t dl = ipc__deadline(o.connect_timeout_ms);
 	if (dl == IPC__NOW) /* a connect always gets to try once */
 		dl = ipc__now();
-	struct ipc_conn *c = tp->connect(name, &o, dl);
-	if (!c)
-		return NULL;
+	struct ipc_conn *c;
+	int64_t pause_ms = 10;
+	while (!(c = tp->connect(name, &o, dl))) {
+		/* connect_retry: nobody listens yet; try again, a new
+		 * connection each time, until the deadline */
+		if (!o.connect_retry || (errno != ECONNREFUSED && errno != ENOENT))
+			return NULL;
+		int left = ipc__remaining_ms(dl);
+		if (left == 0)
+			return NULL; /* errno: the last try's */
+		int e = errno;
+		ipc__sleep_ms(left < 0 || left > pause_ms ? (int)pause_ms : left);
+		errno = e;
+		if (pause_ms < 200)
+			pause_ms *= 2;
+	}
 	c->tp = tp;
 	c->opt = o;
+	opts_forget_strings(&c->opt);
 	return c;
 }
 
@@ -211,6 +246,7 @@ int ipc_pair(const char *scheme, const struct ipc_options *opts, ipc_conn *pair[
 	for (int i = 0; i < 2; i++) {
 		c[i]->tp = tp;
 		c[i]->opt = o;
+		opts_forget_strings(&c[i]->opt);
 		pair[i] = c[i];
 	}
 	return 0;
@@ -400,6 +436,19 @@ int ipc_conn_peer_cred(const ipc_conn *c, struct ipc_cred *cred)
 		return -1;
 	}
 	return c->tp->peer_cred(c, cred);
+}
+
+int ipc_conn_peer_cert(const ipc_conn *c, int what, char *buf, size_t len)
+{
+	if (!c || !buf || (what != IPC_CERT_SUBJECT && what != IPC_CERT_SAN)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (!c->tp->peer_cert) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	return c->tp->peer_cert(c, what, buf, len);
 }
 
 int ipc_close(ipc_conn *c)

@@ -167,6 +167,10 @@ struct ipc__transport {
 	/* Flush held data until linger_deadline, then release everything and
 	 * free c.  Returns 0, or -1 (errno) if held data was dropped. */
 	int (*close)(struct ipc_conn *c, int64_t linger_deadline);
+
+	/* Optional: the peer's verified certificate, as ipc_conn_peer_cert(3)
+	 * (what already checked).  Errors: ENOENT, ENOTCONN, ENOSPC. */
+	int (*peer_cert)(const struct ipc_conn *c, int what, char *buf, size_t len);
 };
 
 /* The scheme table (core.c), NULL-terminated, in registration order. */
@@ -194,6 +198,9 @@ int ipc__wouldblock(int64_t deadline);
  * error. */
 int ipc__wait_fd(int fd, short events, int64_t deadline);
 
+/* Sleep ms milliseconds (EINTR: sleeps the rest). */
+void ipc__sleep_ms(int ms);
+
 /* close(2) that keeps errno. */
 void ipc__close_fd(int fd);
 
@@ -210,6 +217,14 @@ int ipc__format(char *buf, size_t len, const char *fmt, ...)
 /* Fill buf with n random bytes (getrandom, never blocks once the system
  * pool is initialised).  0 or -1. */
 int ipc__random(void *buf, size_t n);
+
+/* ---- detail.c: why a call failed, for a person ----------------------- */
+
+/* Set this thread's ipc_error_detail(3) sentence (printf format; never
+ * fails: a long sentence is cut) / clear it (ipc_listen, ipc_connect and
+ * ipc_accept start with it clear). */
+void ipc__detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ipc__detail_clear(void);
 
 /* ---- access.c: the one access rule of the local transports ---------- */
 

@@ -18,7 +18,7 @@ FUZZ_SRC      = $(wildcard tests/fuzz/*.c)
 FUZZ_BINS     = $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIBOBJ   = $(LIB_SRC:lib/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_FLAGS    = -std=c11 -Iinclude -Ilib -pthread -g -O1 -fno-omit-frame-pointer \
-		-fsanitize=address,undefined -fno-sanitize-recover=all $(WARN)
+		-fsanitize=address,undefined -fno-sanitize-recover=all $(WARN) $(TLS_CFLAGS)
 
 .PHONY: fuzz fuzz-build soak valgrind
 
@@ -27,7 +27,7 @@ $(FUZZ_LIBOBJ): $(FUZZ_BUILD)/obj/%.o: lib/%.c $(HDRS)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_BINS): $(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_LIBOBJ)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJ) -lrt
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJ) -lrt $(TLS_LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 
