@@ -1,9 +1,10 @@
 /*
- * conformance.c - the behaviour contract (CONTRACT.md), rule by rule.
+ * conformance.c - the behaviour every transport shares, rule by rule, as
+ * ipc(7) and the function pages state it.
  *
  * Every CTEST runs once per scheme of the library's scheme table, through
  * the public API only (include/ipc.h), so the same test holds for every
- * transport.  Each test names the contract section it checks.
+ * transport.  Each test names the ipc(7) section or page it checks.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -184,7 +185,7 @@ static int port_of(const char *addr)
 
 /* ---- 1. Addresses ---------------------------------------------------- */
 
-/* contract 1: a listener reports the address it bound, in address syntax,
+/* ipc(7) Addresses: a listener reports the address it bound, in address syntax,
  * and that address connects to it (tcp port 0 becomes the real port). */
 CTEST(addr_listener_reports_bound)
 {
@@ -222,7 +223,7 @@ CTEST(addr_listener_reports_bound)
 	CHECK(ipc_listener_close(l) == 0);
 }
 
-/* contract 1: an empty name is refused with EINVAL on every scheme. */
+/* ipc(7) Addresses: an empty name is refused with EINVAL on every scheme. */
 CTEST(addr_empty_name)
 {
 	char a[64];
@@ -231,7 +232,7 @@ CTEST(addr_empty_name)
 	CHECK_FAILS(ipc_connect(a, NULL), EINVAL);
 }
 
-/* contract 8: a live listener is never stolen from (EADDRINUSE), and it
+/* ipc(7) Resources and security: a live listener is never stolen from (EADDRINUSE), and it
  * keeps working afterwards. */
 CTEST(addr_in_use_not_stolen)
 {
@@ -249,7 +250,7 @@ CTEST(addr_in_use_not_stolen)
 	ipc_listener_close(l);
 }
 
-/* contract 2 + 8: after the listener closes, connect fails at once with
+/* ipc(7) Connections + 8: after the listener closes, connect fails at once with
  * ECONNREFUSED or ENOENT, and the address can be listened on again. */
 CTEST(connect_nobody_listens)
 {
@@ -271,7 +272,7 @@ CTEST(connect_nobody_listens)
 
 /* ---- 2. Connections -------------------------------------------------- */
 
-/* contract 2: many clients per listener at once, each with its own
+/* ipc(7) Connections: many clients per listener at once, each with its own
  * full-duplex channel (10 clients connect before any accept; traffic is
  * interleaved; every reply reaches the right client). */
 CTEST(many_clients)
@@ -331,7 +332,7 @@ CTEST(many_clients)
 	ipc_listener_close(l);
 }
 
-/* contract 4 (accept): non-blocking accept gives EAGAIN, a timed accept
+/* ipc(7) Blocking (accept): non-blocking accept gives EAGAIN, a timed accept
  * ETIMEDOUT after about its timeout. */
 CTEST(accept_nonblock_and_timeout)
 {
@@ -376,7 +377,7 @@ static void *send_sizes(void *arg)
 	return NULL;
 }
 
-/* contract 3: one send is one message, one receive returns exactly that
+/* ipc(7) Messages: one send is one message, one receive returns exactly that
  * message; no merge or split, order kept, for many sizes. */
 CTEST(msg_boundaries)
 {
@@ -420,7 +421,7 @@ CTEST(msg_boundaries)
 	ipc_close(c);
 }
 
-/* contract 3 + 5: a zero-length message is delivered as length 0 and is
+/* ipc(7) Messages + 5: a zero-length message is delivered as length 0 and is
  * distinguishable from end-of-stream (EPIPE, repeatedly). */
 CTEST(msg_zero_length_vs_eof)
 {
@@ -446,7 +447,7 @@ CTEST(msg_zero_length_vs_eof)
 	ipc_close(s);
 }
 
-/* contract 3: 1 MiB messages (larger than the capacity) arrive whole. */
+/* ipc(7) Messages: 1 MiB messages (larger than the capacity) arrive whole. */
 CTEST(msg_1mib)
 {
 	ipc_conn *s, *c;
@@ -484,7 +485,7 @@ static void send_64mib(ipc_conn *c, void *arg)
 	free(buf);
 }
 
-/* contract 3: a 64 MiB message (the default maximum) from another process
+/* ipc(7) Messages: a 64 MiB message (the default maximum) from another process
  * is received whole while it is being sent. */
 CTEST(msg_64mib_from_child)
 {
@@ -506,7 +507,7 @@ CTEST(msg_64mib_from_child)
 	ipc_listener_close(l);
 }
 
-/* contract 3 + 6: a message is visible only once complete: while an 8 MiB
+/* ipc(7) Messages + 6: a message is visible only once complete: while an 8 MiB
  * message flows in, a non-blocking receive gets EAGAIN or the whole
  * message, never part of it; and whenever the handle reports IPC_POLLIN a
  * non-blocking receive does not fail with EAGAIN. */
@@ -549,7 +550,7 @@ CTEST(msg_visible_only_when_complete)
 	ipc_close(c);
 }
 
-/* contract 3: order kept, nothing lost, duplicated or merged over 100,000
+/* ipc(7) Messages: order kept, nothing lost, duplicated or merged over 100,000
  * messages of varying size. */
 CTEST(msg_order_100k)
 {
@@ -568,7 +569,7 @@ CTEST(msg_order_100k)
 	ipc_close(c);
 }
 
-/* contract 3: scatter/gather send makes one message of all iovecs. */
+/* ipc(7) Messages: scatter/gather send makes one message of all iovecs. */
 CTEST(msg_sendv_one_message)
 {
 	ipc_conn *s, *c;
@@ -600,7 +601,7 @@ CTEST(msg_sendv_one_message)
 	ipc_close(c);
 }
 
-/* contract 3: a buffer smaller than the next message fails with EMSGSIZE
+/* ipc(7) Messages: a buffer smaller than the next message fails with EMSGSIZE
  * and leaves the message queued; a big enough buffer then gets it whole. */
 CTEST(msg_recv_buffer_too_small)
 {
@@ -627,7 +628,7 @@ CTEST(msg_recv_buffer_too_small)
 	ipc_close(c);
 }
 
-/* contract 3: the sender's max_msg_size: more fails with EMSGSIZE and
+/* ipc(7) Messages: the sender's max_msg_size: more fails with EMSGSIZE and
  * sends nothing; the next message arrives fine. */
 CTEST(msg_max_size_send)
 {
@@ -674,7 +675,7 @@ static void send_huge_then_small(ipc_conn *c, void *arg)
 	_exit(0);
 }
 
-/* contract 3 + 8: a peer announcing more than the receiver's max_msg_size
+/* ipc(7) Messages + 8: a peer announcing more than the receiver's max_msg_size
  * is a protocol error (EPROTO, sticky) and nothing of that size is
  * allocated (neither RSS nor peak virtual size jumps by it). */
 CTEST(msg_peer_over_receiver_limit)
@@ -718,7 +719,7 @@ CTEST(msg_peer_over_receiver_limit)
 
 /* ---- 4. Blocking, backpressure, time --------------------------------- */
 
-/* contract 4: with a stopped receiver a non-blocking sender gets EAGAIN
+/* ipc(7) Blocking: with a stopped receiver a non-blocking sender gets EAGAIN
  * and memory stays bounded while it tries to push 256 MiB; every accepted
  * message is delivered whole and nothing else. */
 CTEST(backpressure_nonblock_bounded)
@@ -754,7 +755,7 @@ CTEST(backpressure_nonblock_bounded)
 	ipc_close(c);
 }
 
-/* contract 4: opt.nonblock makes every call non-blocking (EAGAIN). */
+/* ipc(7) Blocking: opt.nonblock makes every call non-blocking (EAGAIN). */
 CTEST(backpressure_opt_nonblock)
 {
 	struct ipc_options o = defopts();
@@ -787,7 +788,7 @@ CTEST(backpressure_opt_nonblock)
 	ipc_close(c);
 }
 
-/* contract 4: a send with a timeout fails with ETIMEDOUT after about the
+/* ipc(7) Blocking: a send with a timeout fails with ETIMEDOUT after about the
  * timeout and sends nothing. */
 CTEST(send_timeout)
 {
@@ -835,7 +836,7 @@ static void late_reader_fn(ipc_conn *c, void *arg)
 	send_str(c, "done");
 }
 
-/* contract 4: a blocking send waits while the capacity is full and
+/* ipc(7) Blocking: a blocking send waits while the capacity is full and
  * completes as the receiver (another process, starting late) drains. */
 CTEST(blocking_send_waits_for_reader)
 {
@@ -860,7 +861,7 @@ CTEST(blocking_send_waits_for_reader)
 	ipc_listener_close(l);
 }
 
-/* contract 4: receive blocking / non-blocking (EAGAIN) / timed (ETIMEDOUT),
+/* ipc(7) Blocking: receive blocking / non-blocking (EAGAIN) / timed (ETIMEDOUT),
  * per flag, per option and per ipc_conn_set_timeouts. */
 CTEST(recv_nonblock_and_timeout)
 {
@@ -905,7 +906,7 @@ CTEST(recv_nonblock_and_timeout)
 	ipc_close(c);
 }
 
-/* contract 4: a message bigger than the capacity flows through a blocking
+/* ipc(7) Blocking: a message bigger than the capacity flows through a blocking
  * send; without waiting it fails with EMSGSIZE (len + 4 > capacity) and
  * never EAGAIN forever. */
 CTEST(msg_bigger_than_capacity)
@@ -1012,7 +1013,7 @@ static void *dconn_fn(void *arg)
 	return NULL;
 }
 
-/* contract 4: interrupted system calls never surface: blocking recv, send
+/* ipc(7) Blocking: interrupted system calls never surface: blocking recv, send
  * and accept, and timed calls, keep waiting through signals (handler
  * without SA_RESTART); a timeout still bounds the whole call. */
 CTEST(eintr_never_surfaces)
@@ -1110,7 +1111,7 @@ static void *batch_recv_fn(void *arg)
 	return NULL;
 }
 
-/* contract 3 (batch API): ipc_send_batch / ipc_recv_batch move many
+/* ipc(7) Messages (batch API): ipc_send_batch / ipc_recv_batch move many
  * messages, one message per entry, in order. */
 CTEST(batch_send_recv)
 {
@@ -1179,7 +1180,7 @@ CTEST(batch_send_recv)
 
 /* ---- 5. End of a connection ------------------------------------------ */
 
-/* contract 5: after an orderly close every message sent before it is
+/* ipc(7) End of a connection: after an orderly close every message sent before it is
  * delivered, then end-of-stream (EPIPE) repeatedly. */
 CTEST(close_delivers_queued)
 {
@@ -1211,7 +1212,7 @@ static void send_many_then_close(ipc_conn *c, void *arg)
 	_exit(0);
 }
 
-/* contract 5: a peer (another process) that sends far more than the
+/* ipc(7) End of a connection: a peer (another process) that sends far more than the
  * capacity and closes at once still delivers everything (linger). */
 CTEST(close_delivers_queued_from_child)
 {
@@ -1243,7 +1244,7 @@ static void send_64mib_block(ipc_conn *c, void *arg)
 	_exit(9);
 }
 
-/* contract 5: a peer SIGKILLed in the middle of a large message is
+/* ipc(7) End of a connection: a peer SIGKILLed in the middle of a large message is
  * detected: ECONNRESET or EPIPE, never a truncated message, never a hang. */
 CTEST(peer_killed_mid_message)
 {
@@ -1300,7 +1301,7 @@ static void *killer_fn(void *arg)
 	return NULL;
 }
 
-/* contract 5: a call blocked on a peer that dies returns (ECONNRESET or
+/* ipc(7) End of a connection: a call blocked on a peer that dies returns (ECONNRESET or
  * EPIPE); later sends fail with EPIPE within a bounded number of
  * attempts, and SIGPIPE never reaches the process. */
 CTEST(peer_killed_while_blocked)
@@ -1342,7 +1343,7 @@ CTEST(peer_killed_while_blocked)
 	ipc_listener_close(l);
 }
 
-/* contract 5: sending to a peer that closed fails with EPIPE within a
+/* ipc(7) End of a connection: sending to a peer that closed fails with EPIPE within a
  * bounded number of attempts; no SIGPIPE (the runner leaves SIGPIPE at
  * its default action, which would kill this test). */
 CTEST(send_to_closed_peer)
@@ -1388,7 +1389,7 @@ static void wait_ready(ipc_conn *c, int want)
 	CHECKF(0, "never ready");
 }
 
-/* contract 6: ipc_conn_fd works with poll(2) using the events that
+/* ipc(7) Readiness: ipc_conn_fd works with poll(2) using the events that
  * ipc_conn_ready asks for; a fresh connection is writable. */
 CTEST(poll_conn_fd)
 {
@@ -1411,7 +1412,7 @@ CTEST(poll_conn_fd)
 	ipc_close(c);
 }
 
-/* contract 6: messages the library already holds keep the handle ready:
+/* ipc(7) Readiness: messages the library already holds keep the handle ready:
  * after receiving one of several back-to-back messages, a level-triggered
  * wait still wakes for the rest. */
 CTEST(poll_buffered_messages)
@@ -1471,7 +1472,7 @@ static void *drainer_fn(void *arg)
 	return NULL;
 }
 
-/* contract 6: writability: after the sender filled the capacity, a wait
+/* ipc(7) Readiness: writability: after the sender filled the capacity, a wait
  * for IPC_POLLOUT wakes once the receiver drains, and a small
  * non-blocking send then succeeds. */
 CTEST(poll_writable_after_drain)
@@ -1493,7 +1494,7 @@ CTEST(poll_writable_after_drain)
 	ipc_close(c);
 }
 
-/* contract 6: ipc_poll over a listener and several connections reports
+/* ipc(7) Readiness: ipc_poll over a listener and several connections reports
  * exactly the ready ones; it times out with 0. */
 CTEST(ipc_poll_many)
 {
@@ -1563,7 +1564,7 @@ CTEST(ipc_poll_many)
 	ipc_listener_close(l);
 }
 
-/* contract 6: a peer's close makes the handle ready (IPC_POLLIN or HUP),
+/* ipc(7) Readiness: a peer's close makes the handle ready (IPC_POLLIN or HUP),
  * and the next receive reports end-of-stream without waiting. */
 CTEST(poll_reports_peer_close)
 {
@@ -1580,7 +1581,7 @@ CTEST(poll_reports_peer_close)
 
 /* ---- 7. Threads, descriptors ----------------------------------------- */
 
-/* contract 7: one thread sends while another receives on the same
+/* ipc(7) Threads/Fork: one thread sends while another receives on the same
  * connection, both directions at once (100,000 messages each way). */
 CTEST(threads_duplex_100k)
 {
@@ -1605,7 +1606,7 @@ CTEST(threads_duplex_100k)
 	ipc_close(c);
 }
 
-/* contract 7: every descriptor the library opens is close-on-exec. */
+/* ipc(7) Threads/Fork: every descriptor the library opens is close-on-exec. */
 CTEST(descriptors_cloexec)
 {
 	unsigned char before[T_MAXFD];
@@ -1630,7 +1631,7 @@ CTEST(descriptors_cloexec)
 	ipc_listener_close(l);
 }
 
-/* contract 7: two independent users in one process (two listeners, two
+/* ipc(7) Threads/Fork: two independent users in one process (two listeners, two
  * connections, interleaved traffic; closing one leaves the other alone). */
 CTEST(two_independent_users)
 {
@@ -1676,7 +1677,7 @@ CTEST(two_independent_users)
 
 /* ---- 8. Resources and security --------------------------------------- */
 
-/* contract 8: closing connections and listeners releases every
+/* ipc(7) Resources and security: closing connections and listeners releases every
  * descriptor and object: the fd count returns to its baseline (and
  * nothing of ours is left in /dev/shm or /dev/mqueue). */
 CTEST(resources_released)
@@ -1740,7 +1741,7 @@ static void hold_and_wait(const char *addr, int pfd, int with_conn)
 		pause();
 }
 
-/* contract 8: after SIGKILL of a listener its address can be listened on
+/* ipc(7) Resources and security: after SIGKILL of a listener its address can be listened on
  * again (a stale unix socket file is reclaimed), and a process killed
  * with open connections leaves nothing in /dev/shm or /dev/mqueue. */
 CTEST(killed_process_leaves_nothing)
@@ -1770,7 +1771,7 @@ CTEST(killed_process_leaves_nothing)
 	}
 }
 
-/* contract 8: objects created on the file system (unix socket file,
+/* ipc(7) Resources and security: objects created on the file system (unix socket file,
  * /dev/shm, /dev/mqueue) have mode 0600 by default and opt.mode when
  * given (whatever the umask). */
 CTEST(created_objects_mode)
@@ -1814,7 +1815,7 @@ static void report_pid(ipc_conn *c, void *arg)
 	ipc_recv(c, b, sizeof b, 0); /* until the parent closes */
 }
 
-/* contract 8: peer credentials come from the kernel on local transports;
+/* ipc(7) Resources and security: peer credentials come from the kernel on local transports;
  * tcp documents EOPNOTSUPP. */
 CTEST(peer_credentials)
 {
