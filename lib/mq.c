@@ -2,24 +2,26 @@
  *
  * A POSIX queue is not a connection, so connections are built on top:
  *
- * Rendezvous.  The listener binds the Linux abstract unix socket
- * "\0libipc-mq:/name" (names too long for sun_path are hashed).  It has no
- * file and vanishes with the listener, so nothing can be left behind.
+ * Rendezvous: lib/rendezvous.c (protocol in ipc_impl.h).  The listener
+ * binds the Linux abstract SEQPACKET socket "\0libipc-mq:/name" (names
+ * too long for sun_path are hashed).  It has no file and vanishes with the
+ * listener, so nothing can be left behind.
  *
- * Connect.  The client connects that socket, then creates the two queues of
- * the connection (client->server, server->client) under random names with
- * O_CREAT|O_EXCL and opt.mode, opens each twice (one blocking, one
- * O_NONBLOCK open file description) and unlinks the names at once: no name
- * outlives mq_open + mq_unlink (a few microseconds; a SIGKILL exactly in
- * that window is the only way to leave a name).  The four descriptors
- * (mqueue descriptors are real fds on Linux) travel to the listener with
- * SCM_RIGHTS in a 16-byte hello: "LIPQ", version 2, status, pad, u32 max
- * message size, u32 0.  connect never waits for accept.  accept validates
- * the hello and the descriptors (mqueue fs, flags, sane attributes),
- * enforces opt.mode against the client's SO_PEERCRED (owner/group/other rw
- * bits, root always allowed) and answers with the same hello (status 0, or
- * an errno: EPROTO, EACCES), which the client reads lazily; a refused
- * client sees that errno on its next calls.
+ * Connect.  The client connects that socket and checks who listens
+ * (ipc__listener_trusted, EPERM) before it makes anything; then it creates
+ * the two queues of the connection (client->server, server->client) under
+ * random names with O_CREAT|O_EXCL and opt.mode, opens each twice (one
+ * blocking, one O_NONBLOCK open file description) and unlinks the names at
+ * once.  The four descriptors (mqueue descriptors are real fds on Linux)
+ * travel to the listener with SCM_RIGHTS in a 16-byte hello: "LIPQ",
+ * version 2, status, pad, u32 max message size, u32 0.  connect waits for
+ * accept only when the listener runs under another uid (its verdict on
+ * our mode).  accept (mq_build) validates the hello and the descriptors
+ * (mqueue fs, O_RDWR, O_NONBLOCK as expected, message size within our own
+ * capacity / max_msg_size), the rendezvous enforces opt.mode against the
+ * client's SO_PEERCRED (ipc__mode_allows) and answers with the same hello
+ * carrying a status (enum ipc__rdv_status), which the client reads lazily
+ * (peer_check); a status that is not one of those codes is EPROTO.
  *
  * Queue attributes: msg_max and msgsize_max are read from
  * /proc/sys/fs/mqueue at run time (fallback 10 / 8192).  maxmsg =
@@ -130,7 +132,6 @@
 #define BIG_CONNS 2
 #define MID_CONNS 6
 #define MID_MSGSIZE 1024
-#define MAX_PENDING 64
 #define MQUEUE_MAGIC_FS 0x19800202
 #define SMALL_MSG 64
 
@@ -188,18 +189,6 @@ struct mq_conn {
 	size_t r_ulen;
 	struct slice r_sl; /* end of the current wait slice */
 	int rerr;
-};
-
-struct mq_listener {
-	struct ipc_listener base;
-	int lsock, efd;
-	struct ipc_options o;
-	char name[NAME_MAX + 2];
-	int pend[MAX_PENDING];
-	int npend;
-	struct mq_conn *ready[MAX_PENDING];
-	int nready;
-	int hard_err;
 };
 
 static struct mq_conn *C(struct ipc_conn *c)
@@ -297,10 +286,17 @@ static void hello_encode(unsigned char *h, int status, size_t max_msg)
 	put32(h + 8, (uint32_t)max_msg);
 }
 
-/* 0 if h is a compatible hello, else -1 EPROTO. */
+/* 0 if h is a compatible hello whose status is one of the rendezvous
+ * codes, else -1 EPROTO.  peer_check then uses the status byte as errno:
+ * the codes are chosen equal to those errno values (asserted here), so no
+ * other byte from a peer can become an errno. */
+_Static_assert(IPC__RDV_ACCESS == EACCES && IPC__RDV_PROTO == EPROTO && IPC__RDV_LIMIT == EMSGSIZE &&
+		       IPC__RDV_BUSY == ECONNREFUSED,
+	       "status codes double as errno values in peer_check");
 static int hello_check(const unsigned char *h)
 {
-	if (memcmp(h, "LIPQ", 4) || h[4] != MQ_VERSION) {
+	if (memcmp(h, "LIPQ", 4) || h[4] != MQ_VERSION ||
+	    (h[5] != IPC__RDV_PROTO && ipc__rdv_status_errno(h[5]) == EPROTO)) {
 		errno = EPROTO;
 		return -1;
 	}
@@ -322,27 +318,10 @@ static int check_name(const char *name)
 	return 0;
 }
 
-static socklen_t rendezvous_addr(const char *name, struct sockaddr_un *sa)
+/* The rendezvous socket's abstract address (long names are hashed). */
+static int rendezvous_addr(const char *name, struct sockaddr_un *sa, socklen_t *sl)
 {
-	static const char pfx[] = "libipc-mq:";
-	size_t n = strlen(name), pl = sizeof pfx - 1;
-	memset(sa, 0, sizeof *sa);
-	sa->sun_family = AF_UNIX;
-	if (1 + pl + n <= sizeof sa->sun_path) {
-		memcpy(sa->sun_path + 1, pfx, pl);
-		memcpy(sa->sun_path + 1 + pl, name, n);
-		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + pl + n);
-	}
-	/* too long: two FNV-1a 64 hashes */
-	uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x84222325cbf29ce4ULL;
-	for (size_t i = 0; i < n; i++) {
-		h1 = (h1 ^ (unsigned char)name[i]) * 0x100000001b3ULL;
-		h2 = (h2 ^ (unsigned char)name[i]) * 0x100000001b3ULL;
-		h2 ^= h2 >> 29;
-	}
-	int k = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "libipc-mq#%016llx%016llx",
-			 (unsigned long long)h1, (unsigned long long)h2);
-	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)k);
+	return ipc__rdv_addr("libipc-mq:", "libipc-mq#", name, sa, sl);
 }
 
 static int errno_of_state(int st, int perr, int sending)
@@ -1318,65 +1297,47 @@ static int make_queues(const struct ipc_options *o, int fds[4], int nlive)
 	return 0;
 }
 
-/* ---- connect ---------------------------------------------------------- */
+/* ---- connect (the shared rendezvous is lib/rendezvous.c) -------------- */
+
+/* The listener's verdict as errno (0: accepted), waiting until deadline.
+ * The reply stays queued: peer_check reads it again. */
+static int mq_verdict(int sock, int64_t deadline)
+{
+	unsigned char h[HELLO_LEN];
+	if (ipc__rdv_peek_reply(sock, h, HELLO_LEN, deadline) < 0)
+		return errno;
+	if (hello_check(h) < 0)
+		return EPROTO;
+	return ipc__rdv_status_errno(h[5]);
+}
 
 static struct ipc_conn *mq_connect(const char *name, const struct ipc_options *o, int64_t deadline)
 {
 	struct sockaddr_un sa;
+	socklen_t sl;
+	struct ipc_cred cr;
 	int fds[4] = {-1, -1, -1, -1}, counted = 0;
-	if (check_name(name) < 0)
+	if (check_name(name) < 0 || rendezvous_addr(name, &sa, &sl) < 0)
 		return NULL;
-	socklen_t sl = rendezvous_addr(name, &sa);
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* who listens is checked before any queue is made */
+	int s = ipc__rdv_connect(&sa, sl, o, deadline, &cr);
 	if (s < 0)
 		return NULL;
-	for (;;) {
-		int ms = ipc__remaining_ms(deadline);
-		struct timeval tv = {0, 0};
-		if (deadline != IPC__FOREVER) {
-			if (ms <= 0) {
-				errno = ETIMEDOUT;
-				goto fail;
-			}
-			tv.tv_sec = ms / 1000;
-			tv.tv_usec = (ms % 1000) * 1000;
-		}
-		setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-		if (connect(s, (struct sockaddr *)&sa, sl) == 0)
-			break;
-		if (errno == EINTR || errno == EAGAIN)
-			continue; /* EAGAIN: timed out in a full backlog; loop checks */
-		goto fail;
-	}
-	struct timeval zero = {0, 0};
-	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
 	int nlive = atomic_fetch_add(&live_conns, 1);
 	counted = 1;
-	if (ipc__set_nonblock(s, 1) < 0 || make_queues(o, fds, nlive) < 0)
+	if (make_queues(o, fds, nlive) < 0)
 		goto fail;
-
 	unsigned char h[HELLO_LEN];
 	hello_encode(h, 0, o->max_msg_size);
-	struct iovec v = {h, HELLO_LEN};
-	union {
-		struct cmsghdr hdr;
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-	} cm;
-	memset(&cm, 0, sizeof cm);
-	struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
-	struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
-	ch->cmsg_level = SOL_SOCKET;
-	ch->cmsg_type = SCM_RIGHTS;
-	ch->cmsg_len = CMSG_LEN(sizeof(int) * 4);
-	memcpy(CMSG_DATA(ch), fds, sizeof(int) * 4);
-	ssize_t r;
-	while ((r = sendmsg(s, &mh, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
-		;
-	if (r != HELLO_LEN) {
-		if (r >= 0 || errno == EPIPE)
-			errno = ECONNRESET;
+	if (ipc__rdv_send_hello(s, h, HELLO_LEN, fds, 4, deadline) < 0) {
+		if (errno == ECONNREFUSED) { /* refused early: its reason, if it gave one */
+			int v = mq_verdict(s, IPC__NOW);
+			errno = v && v != EAGAIN ? v : ECONNREFUSED;
+		}
 		goto fail;
 	}
+	/* connect never waits for the listener's accept (ipc_connect(3)): a
+	 * refusal (its mode) reaches the data path in the listener's hello */
 	struct mq_conn *c = conn_new(s, fds, 1);
 	if (!c) {
 		atomic_fetch_sub(&live_conns, 1);
@@ -1399,202 +1360,108 @@ fail:
 
 /* ---- listener --------------------------------------------------------- */
 
-static struct mq_listener *L(struct ipc_listener *l)
+struct mq_listener {
+	struct ipc__rdv_listener rdv; /* first: the shared listener */
+	size_t max_msg;               /* our max_msg_size, sent in the reply */
+	long msgsize_max;             /* largest queue message a client may
+	                                 make us buffer: capacity or
+	                                 max_msg_size + 8, at most 16 MiB */
+	char name[NAME_MAX + 2];
+};
+
+/* The listener's reply: a hello carrying the status. */
+static void mq_reply(struct ipc__rdv_listener *rl, int sock, enum ipc__rdv_status status)
 {
-	return (struct mq_listener *)l;
+	struct mq_listener *l = (struct mq_listener *)rl;
+	unsigned char h[HELLO_LEN];
+	hello_encode(h, (int)status, status == IPC__RDV_OK ? l->max_msg : 0);
+	ssize_t r = send(sock, h, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)r;
 }
 
-static struct ipc_listener *mq_listen(const char *name, const struct ipc_options *o)
-{
-	struct sockaddr_un sa;
-	if (check_name(name) < 0)
-		return NULL;
-	struct mq_listener *l = calloc(1, sizeof *l);
-	if (!l)
-		return NULL;
-	l->efd = -1;
-	l->o = *o;
-	memcpy(l->name, name, strlen(name) + 1);
-	socklen_t sl = rendezvous_addr(name, &sa);
-	l->lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (l->lsock < 0)
-		goto fail;
-	if (bind(l->lsock, (struct sockaddr *)&sa, sl) < 0 || listen(l->lsock, 128) < 0)
-		goto fail;
-	l->efd = epoll_create1(EPOLL_CLOEXEC);
-	if (l->efd < 0)
-		goto fail;
-	struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->lsock};
-	if (epoll_ctl(l->efd, EPOLL_CTL_ADD, l->lsock, &ev) < 0)
-		goto fail;
-	return &l->base;
-fail:
-	ipc__close_fd(l->lsock);
-	ipc__close_fd(l->efd);
-	free(l);
-	return NULL;
-}
-
-/* Does opt.mode let a client with these credentials in? */
-static int mode_allows(unsigned mode, const struct ucred *uc)
-{
-	if (uc->uid == 0)
-		return 1;
-	if (uc->uid == geteuid())
-		return (mode & 0600) == 0600;
-	if (uc->gid == getegid())
-		return (mode & 0060) == 0060;
-	return (mode & 0006) == 0006;
-}
-
-static int mq_fd_ok(int fd, int nonblock, struct stat *st)
+/* Is fd a POSIX queue opened read-write with the O_NONBLOCK flag we
+ * expect and attributes within what we accept? */
+static int mq_fd_ok(int fd, int nonblock, long msgsize_max, struct stat *st)
 {
 	struct statfs sf;
 	struct mq_attr a;
 	if (fstatfs(fd, &sf) < 0 || sf.f_type != MQUEUE_MAGIC_FS || fstat(fd, st) < 0 || mq_getattr(fd, &a) < 0)
 		return 0;
-	if (a.mq_msgsize < 64 || a.mq_msgsize > (16L << 20) || a.mq_maxmsg < 1)
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR)
+		return 0;
+	if (a.mq_msgsize < 64 || a.mq_msgsize > msgsize_max || a.mq_maxmsg < 1)
 		return 0;
 	return !!(a.mq_flags & O_NONBLOCK) == !!nonblock;
 }
 
-/* Try to read the hello of an accepted socket.  1: conn built and queued,
- * 0: not there yet, -1: dropped (fd closed). */
-static int lst_hello(struct mq_listener *l, int fd)
+/* Validate a client's hello and queues and build the connection
+ * (ipc__rdv_ops.build). */
+static int mq_build(struct ipc__rdv_listener *rl, int *sock, const unsigned char *h, int *fds,
+		    const struct ipc_cred *cr, void **out, enum ipc__rdv_status *status)
 {
-	unsigned char h[HELLO_LEN];
-	union {
-		struct cmsghdr hdr;
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-	} cm;
-	struct iovec v = {h, HELLO_LEN};
-	struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
-	int fds[4] = {-1, -1, -1, -1}, nfds = 0, status = EPROTO;
-	ssize_t r;
-	while ((r = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-		;
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return 0;
-	for (struct cmsghdr *ch = r > 0 ? CMSG_FIRSTHDR(&mh) : NULL; ch; ch = CMSG_NXTHDR(&mh, ch)) {
-		if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
-			continue;
-		int n = (int)((ch->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		int *p = (int *)CMSG_DATA(ch);
-		for (int i = 0; i < n; i++) {
-			int x;
-			memcpy(&x, p + i, sizeof x);
-			if (nfds < 4)
-				fds[nfds] = x;
-			else
-				close(x);
-			nfds++;
-		}
-	}
-	if (r <= 0)
-		goto drop_silent;
-	if ((mh.msg_flags & MSG_CTRUNC) && nfds < 4) { /* no room for the fds */
-		l->hard_err = EMFILE;
-		goto drop_silent;
-	}
-	struct ucred uc;
-	socklen_t ul = sizeof uc;
-	if (r != HELLO_LEN || (mh.msg_flags & MSG_CTRUNC) || hello_check(h) < 0 || nfds != 4)
-		goto drop;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) < 0)
-		goto drop_silent;
-	if (!mode_allows(l->base.opt.mode, &uc)) {
-		status = EACCES;
-		goto drop;
-	}
+	struct mq_listener *l = (struct mq_listener *)rl;
 	struct stat st[4];
+	*status = IPC__RDV_PROTO;
+	if (hello_check(h) < 0 || h[5] != IPC__RDV_OK)
+		return IPC__RDV_REFUSE;
 	for (int i = 0; i < 4; i++)
-		if (!mq_fd_ok(fds[i], i & 1, &st[i]))
-			goto drop;
+		if (!mq_fd_ok(fds[i], i & 1, l->msgsize_max, &st[i])) {
+			struct mq_attr a;
+			if (mq_getattr(fds[i], &a) == 0 && a.mq_msgsize > l->msgsize_max)
+				*status = IPC__RDV_LIMIT;
+			return IPC__RDV_REFUSE;
+		}
 	if (st[0].st_ino != st[1].st_ino || st[2].st_ino != st[3].st_ino || st[0].st_ino == st[2].st_ino)
-		goto drop;
-	unsigned char rep[HELLO_LEN];
-	hello_encode(rep, 0, l->base.opt.max_msg_size);
-	if (send(fd, rep, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL) != HELLO_LEN)
-		goto drop_silent;
-	struct mq_conn *c = conn_new(fd, fds, 0);
+		return IPC__RDV_REFUSE;
+	/* conn_new closes what it is given on failure: give it a duplicate,
+	 * so that the candidate survives a resource error of ours */
+	int s2 = fcntl(*sock, F_DUPFD_CLOEXEC, 0);
+	if (s2 < 0)
+		return IPC__RDV_RETRY;
+	int mine[4];
+	for (int i = 0; i < 4; i++) {
+		mine[i] = fds[i];
+		fds[i] = -1;
+	}
+	struct mq_conn *c = conn_new(s2, mine, 0);
 	if (!c)
-		return -1;
+		return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? IPC__RDV_RETRY : IPC__RDV_REFUSE;
 	uint32_t m = get32(h + 8);
 	atomic_store(&c->peer_max, m ? (size_t)m : SIZE_MAX);
-	l->ready[l->nready++] = c;
-	return 1;
-drop:
-	hello_encode(h, status, 0);
-	send(fd, h, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL);
-drop_silent:
-	close(fd);
-	for (int i = 0; i < 4; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	return -1;
+	ipc__close_fd(*sock);
+	*sock = s2;
+	*out = c;
+	return IPC__RDV_BUILT;
 }
 
-/* Move accepted sockets along without waiting.  -1 on a hard accept error
- * (EMFILE...) when nothing is ready. */
-static int lst_pump(struct mq_listener *l)
+static void mq_conn_drop(void *c)
 {
-	int err = 0;
-	for (int i = 0; i < l->npend && l->nready < MAX_PENDING;) {
-		int fd = l->pend[i];
-		int r = lst_hello(l, fd);
-		if (r == 0) {
-			i++;
-			continue;
-		}
-		if (r > 0) /* now the connection's socket (closed ones left by themselves) */
-			epoll_ctl(l->efd, EPOLL_CTL_DEL, fd, NULL);
-		l->pend[i] = l->pend[--l->npend];
-	}
-	while (l->nready < MAX_PENDING) {
-		int fd = accept4(l->lsock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				err = errno;
-			break;
-		}
-		int r = lst_hello(l, fd);
-		if (r != 0)
-			continue;
-		if (l->npend == MAX_PENDING) { /* drop the oldest slow client */
-			epoll_ctl(l->efd, EPOLL_CTL_DEL, l->pend[0], NULL);
-			close(l->pend[0]);
-			l->pend[0] = l->pend[--l->npend];
-		}
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.fd = fd};
-		epoll_ctl(l->efd, EPOLL_CTL_ADD, fd, &ev);
-		l->pend[l->npend++] = fd;
-	}
-	if (!err)
-		err = l->hard_err;
-	l->hard_err = 0;
-	if (err && !l->nready) {
-		errno = err;
-		return -1;
-	}
-	return 0;
+	conn_free(c);
 }
 
-static struct ipc_conn *mq_accept(struct ipc_listener *ll, int64_t deadline)
+static const struct ipc__rdv_ops mq_rdv_ops = {
+	.hello_len = HELLO_LEN,
+	.nfds = 4,
+	.build = mq_build,
+	.reply = mq_reply,
+	.conn_drop = mq_conn_drop,
+};
+
+static struct ipc_listener *mq_listen(const char *name, const struct ipc_options *o)
 {
-	struct mq_listener *l = L(ll);
-	for (;;) {
-		if (lst_pump(l) < 0)
-			return NULL;
-		if (l->nready) {
-			struct mq_conn *c = l->ready[0];
-			memmove(l->ready, l->ready + 1, sizeof l->ready[0] * (size_t)--l->nready);
-			return &c->base;
-		}
-		if (ipc__wait_fd(l->efd, POLLIN, deadline) < 0)
-			return NULL;
-	}
+	struct sockaddr_un sa;
+	socklen_t sl;
+	if (check_name(name) < 0 || rendezvous_addr(name, &sa, &sl) < 0)
+		return NULL;
+	struct mq_listener *l = (struct mq_listener *)ipc__rdv_listener_new(sizeof *l, &mq_rdv_ops, &sa, sl, o);
+	if (!l)
+		return NULL;
+	l->max_msg = o->max_msg_size;
+	size_t big = o->max_msg_size + 8 > o->capacity ? o->max_msg_size + 8 : o->capacity;
+	l->msgsize_max = big > ((size_t)16 << 20) ? (16L << 20) : (long)big;
+	memcpy(l->name, name, strlen(name) + 1);
+	return &l->rdv.base;
 }
 
 static int mq_listener_addr(const struct ipc_listener *ll, char *buf, size_t len)
@@ -1602,44 +1469,14 @@ static int mq_listener_addr(const struct ipc_listener *ll, char *buf, size_t len
 	return ipc__format(buf, len, "mq:%s", ((const struct mq_listener *)ll)->name);
 }
 
-static int mq_listener_fd(const struct ipc_listener *ll)
-{
-	return ((const struct mq_listener *)ll)->efd;
-}
-
-static int mq_listener_ready(struct ipc_listener *ll, int events, short *pollev)
-{
-	struct mq_listener *l = L(ll);
-	int e = errno;
-	*pollev = POLLIN;
-	if (lst_pump(l) < 0) {
-		errno = e;
-		return events & IPC_POLLIN; /* accept reports the error */
-	}
-	errno = e;
-	return l->nready ? (events & IPC_POLLIN) : 0;
-}
-
-static void mq_listener_close(struct ipc_listener *ll)
-{
-	struct mq_listener *l = L(ll);
-	for (int i = 0; i < l->npend; i++)
-		close(l->pend[i]);
-	for (int i = 0; i < l->nready; i++)
-		conn_free(l->ready[i]);
-	ipc__close_fd(l->lsock);
-	ipc__close_fd(l->efd);
-	free(l);
-}
-
 const struct ipc__transport ipc__mq_transport = {
 	.scheme = "mq",
 	.listen = mq_listen,
-	.accept = mq_accept,
+	.accept = ipc__rdv_accept,
 	.listener_addr = mq_listener_addr,
-	.listener_fd = mq_listener_fd,
-	.listener_ready = mq_listener_ready,
-	.listener_close = mq_listener_close,
+	.listener_fd = ipc__rdv_listener_fd,
+	.listener_ready = ipc__rdv_listener_ready,
+	.listener_close = ipc__rdv_listener_close,
 	.connect = mq_connect,
 	.send = mq_send_slot,
 	.recv = mq_recv_slot,

@@ -27,29 +27,27 @@
  * POLLHUP on it (and on the wake sockets); an orderly close also sets a
  * CLOSED word in the shared header before the sockets are closed.
  *
- * Accept never waits on one slow peer: accepted sockets whose hello has not
- * arrived wait in a bounded pending set watched by the listener's epoll
- * descriptor (the listener's readiness fd); complete, validated candidates
- * wait in a small ready queue; accept order is connect order.  The hello
- * is read with MSG_PEEK and only taken once the connection is built, so a
- * resource failure (EMFILE, ENOMEM) is reported by accept and the
- * candidate stays queued.  Validation never trusts the peer: exact hello
- * size and fd count, magic, version (EPROTO: the candidate gets an EPROTO
- * status byte and is dropped), capacities and sizes in range and
- * consistent, fstat size of the memfd equal to the layout we compute
- * ourselves, F_SEAL_SHRINK present, wake descriptors really unix stream
- * sockets (a pipe could raise SIGPIPE).
+ * The listener side (pending and ready queues, the mode check, the
+ * reply) and the client's connect, identity check and hello are the
+ * shared rendezvous of lib/rendezvous.c (protocol in ipc_impl.h); this
+ * file gives it the hello and its validation (shm_build): exact hello size
+ * and fd count, magic, version, capacities and sizes in range and
+ * consistent, rings no larger than our own capacity / max_msg_size allow
+ * (IPC__RDV_LIMIT), the memfd a tmpfs file of exactly the size we compute,
+ * opened read-write, sealed SHRINK|GROW|SEAL and not WRITE (a mapping that
+ * fails refuses only that candidate), wake descriptors really unix stream
+ * sockets (a pipe could raise SIGPIPE).  Our own sends hold at most our
+ * capacity, whatever ring the client made.  The reply is one status byte
+ * (enum ipc__rdv_status), which the data path reads like any other byte on
+ * the socket and ignores when it is 0.
  *
- * Security.  Only the two processes hold the memfd; it has no name.
- * Abstract sockets have no permissions, so opt.mode of the listener is
- * enforced at accept from SO_PEERCRED: a peer of another uid needs the
- * "other" write bit (or the "group" write bit and our gid); root peers are
- * allowed.  A refused peer gets an EACCES status byte and is dropped.  A
- * client whose listener runs under another uid (SO_PEERCRED of the
- * listener) waits in connect (up to connect_timeout) for the listener's
- * verdict (one status byte, 0 = accepted), so a refusal is reported by
- * connect as EACCES; such a connect therefore completes only when the
- * server calls accept.  Same-uid connects never wait.
+ * Security.  Only the two processes hold the memfd; it has no name.  Who
+ * may connect is ipc__mode_allows (lib/access.c) on SO_PEERCRED; who a
+ * client trusts is ipc__listener_trusted, checked before the memfd is even
+ * made.  A client whose listener runs under another uid waits in connect
+ * (up to connect_timeout) for the listener's verdict, so a refusal is
+ * reported by connect as EACCES; same-uid connects never wait.  The memfd
+ * is sized only after RLIMIT_FSIZE is checked (EFBIG, never SIGXFSZ).
  *
  * Rings.  One single-producer single-consumer byte ring per direction,
  * capacity = opt.capacity of the client (the ring storage is rounded up to
@@ -127,10 +125,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -153,9 +153,6 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_LIVE_EVERY 256u       /* sends between two socket checks (power of 2) */
 #define SHM_SMALL 64              /* "small message" for IPC_POLLOUT (as frame.c) */
 #define SHM_CHUNK ((uint64_t)64 << 10) /* publication step while streaming */
-#define SHM_MAX_PENDING 64
-#define SHM_MAX_READY 64
-#define SHM_PENDING_AGE ((int64_t)1000000000) /* ns a silent peer may hold a slot */
 
 /* Per-side state words. */
 #define SHM_ST_CLOSED 1u /* closed in order: everything sent is in the ring */
@@ -224,23 +221,6 @@ struct shm_conn {
 	int part_active;             /* a streamed frame is being reassembled */
 	unsigned char *part_buf;     /* owned buffer, or NULL while in caller's */
 	size_t part_len, part_got;
-};
-
-struct shm_pending {
-	int fd;
-	int64_t since; /* when accepted (ns) */
-};
-
-struct shm_listener {
-	struct ipc_listener base;
-	int lfd, epfd;
-	unsigned mode;
-	char name[SHM_NAME_MAX + 1];
-	struct shm_pending pend[SHM_MAX_PENDING];
-	int npend;
-	struct shm_conn *ready[SHM_MAX_READY];
-	int nready;
-	int err; /* resource error for the next accept to report */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -377,27 +357,6 @@ static size_t region_size(uint64_t r0, uint64_t r1)
 	return (size_t)(SHM_HDR_SIZE + r0 + r1);
 }
 
-/* Build the socket address of name; ENAMETOOLONG / EINVAL. */
-static int shm_sockaddr(const char *name, struct sockaddr_un *sa, socklen_t *salen)
-{
-	size_t n = strlen(name);
-	if (n == 0)
-		return fail_errno(EINVAL);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)name[i];
-		if (ch <= 0x20 || ch >= 0x7f || ch == '/')
-			return fail_errno(EINVAL);
-	}
-	if (n > SHM_NAME_MAX)
-		return fail_errno(ENAMETOOLONG);
-	memset(sa, 0, sizeof *sa);
-	sa->sun_family = AF_UNIX;
-	memcpy(sa->sun_path + 1, SHM_PREFIX, sizeof SHM_PREFIX - 1);
-	memcpy(sa->sun_path + sizeof SHM_PREFIX, name, n);
-	*salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (sizeof SHM_PREFIX - 1) + n);
-	return 0;
-}
-
 /* Copy n bytes out of / into a ring at free-running index idx. */
 static void ring_get(const unsigned char *d, uint64_t mask, uint64_t idx, void *dst, size_t n)
 {
@@ -471,7 +430,7 @@ static void sock_check(struct shm_conn *c, int do_poll)
 			if (c->side == 1) /* a client sends nothing else after the hello */
 				atomic_store(&c->sock_err, EPROTO);
 			else if (b != 0)
-				atomic_store(&c->sock_err, (int)b);
+				atomic_store(&c->sock_err, ipc__rdv_status_errno(b));
 			continue;
 		}
 		if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
@@ -1256,51 +1215,64 @@ static int conn_setup(struct shm_conn *c, const struct shm_hello *h)
 	return 0;
 }
 
-static int get_cred(int fd, struct ipc_cred *cred)
+/* ---- rendezvous (the shared part is lib/rendezvous.c) ------------------ */
+
+struct shm_listener {
+	struct ipc__rdv_listener rdv; /* first: the shared listener */
+	uint64_t tx_cap_max;          /* our capacity: what our sends may hold */
+	uint64_t ring_max;            /* largest ring storage a client may make
+	                                 us map (capacity or max_msg_size + 4,
+	                                 rounded up to a power of two) */
+	char name[SHM_NAME_MAX + 1];
+};
+
+/* Build the socket address of name; ENAMETOOLONG / EINVAL. */
+static int shm_sockaddr(const char *name, struct sockaddr_un *sa, socklen_t *salen)
 {
-	struct ucred uc;
-	socklen_t sl = sizeof uc;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &sl) < 0)
-		return -1;
-	cred->pid = uc.pid;
-	cred->uid = uc.uid;
-	cred->gid = uc.gid;
-	return 0;
+	size_t n = strlen(name);
+	if (n == 0)
+		return fail_errno(EINVAL);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		if (ch <= 0x20 || ch >= 0x7f || ch == '/')
+			return fail_errno(EINVAL);
+	}
+	return ipc__rdv_addr(SHM_PREFIX, NULL, name, sa, salen);
 }
 
-/* Send a packet (hello or status) on a fresh SEQPACKET socket. */
-static int send_packet(int fd, const void *buf, size_t len, const int *fds, int nfds, int64_t deadline)
+/* The listener's reply: one status byte. */
+static void shm_reply(struct ipc__rdv_listener *l, int sock, enum ipc__rdv_status status)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int) * SHM_NFDS)];
-	} u;
-	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (nfds) {
-		memset(&u, 0, sizeof u);
-		m.msg_control = u.b;
-		m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	unsigned char b = (unsigned char)status;
+	ssize_t r = send(sock, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)r;
+}
+
+/* The listener's verdict as errno (0: accepted), waiting until deadline. */
+static int shm_verdict(int sock, int64_t deadline)
+{
+	unsigned char b;
+	if (ipc__rdv_peek_reply(sock, &b, 1, deadline) < 0)
+		return errno;
+	return ipc__rdv_status_errno(b);
+}
+
+/* A memfd of size bytes we may size without SIGXFSZ (RLIMIT_FSIZE applies
+ * to ftruncate of a memfd and would kill the process): EFBIG instead. */
+static int memfd_make(uint64_t size, unsigned mode)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && size > (uint64_t)rl.rlim_cur)
+		return fail_errno(EFBIG);
+	int fd = memfd_create("libipc-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -1;
+	if (fchmod(fd, mode & 0666) < 0 || ftruncate(fd, (off_t)size) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		ipc__close_fd(fd);
+		return -1;
 	}
-	for (;;) {
-		ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (r == (ssize_t)len)
-			return 0;
-		if (r >= 0)
-			return fail_errno(EPROTO);
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -1;
-		int w = ipc__wait_fd(fd, POLLOUT, deadline);
-		if (w < 0)
-			return -1;
-	}
+	return fd;
 }
 
 static struct ipc_conn *shm_connect(const char *name, const struct ipc_options *o, int64_t deadline)
@@ -1308,31 +1280,16 @@ static struct ipc_conn *shm_connect(const char *name, const struct ipc_options *
 	struct sockaddr_un sa;
 	socklen_t salen;
 	struct shm_conn *c = NULL;
-	int memfd = -1, e;
+	int memfd = -1, e, p0[2] = {-1, -1}, p1[2] = {-1, -1};
 	if (shm_sockaddr(name, &sa, &salen) < 0)
 		return NULL;
 	c = conn_alloc();
 	if (!c)
 		return NULL;
 	c->side = 0;
-	c->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	/* who listens is checked before anything is made or sent */
+	c->sock = ipc__rdv_connect(&sa, salen, o, deadline, &c->cred);
 	if (c->sock < 0)
-		goto fail;
-	for (;;) {
-		if (connect(c->sock, (struct sockaddr *)&sa, salen) == 0)
-			break;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			goto fail;
-		/* backlog full: retry until the deadline */
-		if (deadline_passed(deadline)) {
-			errno = ETIMEDOUT;
-			goto fail;
-		}
-		usleep(1000);
-	}
-	if (get_cred(c->sock, &c->cred) < 0)
 		goto fail;
 
 	struct shm_hello h = {.magic = SHM_MAGIC, .version = SHM_VERSION};
@@ -1340,12 +1297,8 @@ static struct ipc_conn *shm_connect(const char *name, const struct ipc_options *
 	h.rsize[0] = h.rsize[1] = pow2_at_least(o->capacity);
 	h.region = region_size(h.rsize[0], h.rsize[1]);
 	c->map_len = (size_t)h.region;
-
-	memfd = memfd_create("libipc-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	memfd = memfd_make(h.region, o->mode);
 	if (memfd < 0)
-		goto fail;
-	if (fchmod(memfd, o->mode & 0666) < 0 || ftruncate(memfd, (off_t)h.region) < 0 ||
-	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		goto fail;
 	void *p = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (p == MAP_FAILED)
@@ -1361,137 +1314,41 @@ static struct ipc_conn *shm_connect(const char *name, const struct ipc_options *
 	hdr->region = h.region;
 
 	/* wake socketpairs: [0] ours, [1] the server's end */
-	int p0[2], p1[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p0) < 0)
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p0) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p1) < 0)
 		goto fail;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p1) < 0) {
-		ipc__close_fd(p0[0]);
-		ipc__close_fd(p0[1]);
-		goto fail;
-	}
 	c->wfd_tx = p0[0]; /* c->s ring: we produce */
 	c->wfd_rx = p1[0]; /* s->c ring: we consume */
-	if (conn_setup(c, &h) < 0) {
-		ipc__close_fd(p0[1]);
-		ipc__close_fd(p1[1]);
+	p0[0] = p1[0] = -1;
+	if (conn_setup(c, &h) < 0)
 		goto fail;
-	}
 	int fds[SHM_NFDS] = {memfd, p0[1], p1[1]};
-	if (send_packet(c->sock, &h, sizeof h, fds, SHM_NFDS, deadline) < 0) {
-		if (errno == EPIPE || errno == ECONNRESET) {
-			/* refused before our hello went out: the verdict, if any */
-			unsigned char b;
-			errno = status_read(c->sock, &b) == 1 && b != 0 && b != SHM_WAKE ? b : ECONNREFUSED;
+	if (ipc__rdv_send_hello(c->sock, &h, sizeof h, fds, SHM_NFDS, deadline) < 0) {
+		if (errno == ECONNREFUSED) { /* refused early: its reason, if it gave one */
+			int v = shm_verdict(c->sock, IPC__NOW);
+			errno = v && v != EAGAIN ? v : ECONNREFUSED;
 		}
-		ipc__close_fd(p0[1]);
-		ipc__close_fd(p1[1]);
 		goto fail;
 	}
 	ipc__close_fd(memfd);
-	memfd = -1;
 	ipc__close_fd(p0[1]);
 	ipc__close_fd(p1[1]);
+	memfd = p0[1] = p1[1] = -1;
 
-	/* A listener of another uid decides whether we may connect. */
-	if (c->cred.uid != geteuid()) {
-		for (;;) {
-			unsigned char b;
-			int r = status_read(c->sock, &b);
-			if (r == 1) {
-				if (b == 0)
-					break;
-				if (b == SHM_WAKE)
-					continue;
-				errno = b;
-				goto fail;
-			}
-			if (r == 0) {
-				errno = ECONNREFUSED;
-				goto fail;
-			}
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				goto fail;
-			if (ipc__wait_fd(c->sock, POLLIN, deadline) < 0)
-				goto fail;
-		}
-	}
+	/* connect never waits for the listener's accept (ipc_connect(3)): a
+	 * refusal (its mode) reaches the data path as a status byte */
 	return &c->base;
 fail:
 	e = errno;
 	ipc__close_fd(memfd);
+	ipc__close_fd(p0[0]);
+	ipc__close_fd(p0[1]);
+	ipc__close_fd(p1[0]);
+	ipc__close_fd(p1[1]);
 	if (c)
 		conn_free(c);
 	errno = e;
 	return NULL;
-}
-
-/* ---- listener ---------------------------------------------------------- */
-
-static struct ipc_listener *shm_listen(const char *name, const struct ipc_options *o)
-{
-	struct sockaddr_un sa;
-	socklen_t salen;
-	int e;
-	if (shm_sockaddr(name, &sa, &salen) < 0)
-		return NULL;
-	struct shm_listener *l = calloc(1, sizeof *l);
-	if (!l)
-		return NULL;
-	l->epfd = -1;
-	l->mode = o->mode;
-	memcpy(l->name, name, strlen(name) + 1);
-	l->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (l->lfd < 0)
-		goto fail;
-	if (bind(l->lfd, (struct sockaddr *)&sa, salen) < 0 || listen(l->lfd, SOMAXCONN) < 0)
-		goto fail;
-	l->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (l->epfd < 0)
-		goto fail;
-	struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->lfd};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->lfd, &ev) < 0)
-		goto fail;
-	return &l->base;
-fail:
-	e = errno;
-	ipc__close_fd(l->lfd);
-	ipc__close_fd(l->epfd);
-	free(l);
-	errno = e;
-	return NULL;
-}
-
-/* May a peer with these credentials connect, given our mode? */
-static int peer_allowed(const struct shm_listener *l, const struct ipc_cred *cr)
-{
-	if (cr->uid == geteuid() || cr->uid == 0)
-		return 1;
-	if (l->mode & 0002)
-		return 1;
-	if ((l->mode & 0020) && cr->gid == getegid())
-		return 1;
-	return 0;
-}
-
-static void send_status(int fd, int code)
-{
-	unsigned char b = (unsigned char)code;
-	ssize_t r = send(fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-	(void)r;
-}
-
-/* Remove entry i keeping the order (accept order = connect order). */
-static void pend_remove(struct shm_listener *l, int i)
-{
-	memmove(&l->pend[i], &l->pend[i + 1], sizeof l->pend[0] * (size_t)(l->npend - i - 1));
-	l->npend--;
-}
-
-static void pend_drop(struct shm_listener *l, int i)
-{
-	epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->pend[i].fd, NULL);
-	ipc__close_fd(l->pend[i].fd);
-	pend_remove(l, i);
 }
 
 /* Is fd a unix stream socket (a wake channel we may send to safely)? */
@@ -1510,267 +1367,126 @@ static int is_unix_stream(int fd)
 	return 1;
 }
 
-/* Can we still open n descriptors?  (Tells fd exhaustion from a peer that
- * sent too many descriptors when the kernel truncates them.) */
-static int fds_available(int n, int fd)
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
+/* Is fd a memfd of exactly size bytes that we can map read-write and that
+ * nobody can ever shrink, grow or reseal (so our mapping never faults with
+ * SIGBUS and the peer cannot take write access away)? */
+static int memfd_ok(int fd, uint64_t size)
 {
-	int d[SHM_NFDS + 2], k = 0, ok = 1;
-	for (; k < n && k < (int)(sizeof d / sizeof d[0]); k++) {
-		d[k] = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		if (d[k] < 0) {
-			ok = 0;
-			break;
-		}
-	}
-	while (k-- > 0)
-		close(d[k]);
-	return ok;
+	struct stat st;
+	struct statfs sf;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size)
+		return 0;
+	if (fstatfs(fd, &sf) < 0 || (sf.f_type != TMPFS_MAGIC && sf.f_type != HUGETLBFS_MAGIC))
+		return 0;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR)
+		return 0;
+	int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, bad = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+	int seals = fcntl(fd, F_GET_SEALS);
+	return seals >= 0 && (seals & need) == need && !(seals & bad);
 }
 
-enum { HELLO_WAIT, HELLO_RETRY, HELLO_DROP, HELLO_OK };
-
-/*
- * Check a pending socket's hello without consuming it (MSG_PEEK), build
- * the connection, and only then take the packet: a resource failure
- * (EMFILE, ENOMEM, ...) leaves the candidate queued for a later accept.
- * Returns HELLO_OK (*out set), HELLO_WAIT (nothing yet), HELLO_RETRY
- * (resource error in errno: report it, keep the candidate) or HELLO_DROP
- * (*status: the code to tell the peer, or 0).
- */
-static int hello_take(int fd, struct shm_conn **out, int *status)
+/* Validate a client's hello and descriptors and build the connection
+ * (ipc__rdv_ops.build).  Never trusts the peer: sizes are checked against
+ * our own options, every descriptor's kind, flags and seals. */
+static int shm_build(struct ipc__rdv_listener *rl, int *sock, const unsigned char *raw, int *fds,
+		     const struct ipc_cred *cr, void **out, enum ipc__rdv_status *status)
 {
+	struct shm_listener *l = (struct shm_listener *)rl;
 	struct shm_hello h;
-	unsigned char raw[sizeof h + 1];
-	union {
-		struct cmsghdr hh;
-		char b[CMSG_SPACE(sizeof(int) * (SHM_NFDS + 8))];
-	} u;
-	struct iovec iov = {.iov_base = raw, .iov_len = sizeof raw};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof u.b};
-	int fds[SHM_NFDS + 8], nfds = 0, ret = HELLO_DROP, e = 0;
-	struct shm_conn *c = NULL;
-	*status = 0;
-	ssize_t r = recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	if (r < 0)
-		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? HELLO_WAIT : HELLO_DROP;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k; i++) {
-			int f;
-			memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
-			if (nfds < (int)(sizeof fds / sizeof fds[0]))
-				fds[nfds++] = f;
-			else
-				ipc__close_fd(f);
-		}
-	}
-	if (r == 0)
-		goto out;
-	if ((m.msg_flags & MSG_CTRUNC) && (size_t)r == sizeof h && !fds_available(SHM_NFDS + 2, fd)) {
-		e = EMFILE;
-		ret = HELLO_RETRY;
-		goto out;
-	}
-	*status = EPROTO;
-	if ((size_t)r != sizeof h || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds != SHM_NFDS)
-		goto out;
 	memcpy(&h, raw, sizeof h);
+	*status = IPC__RDV_PROTO;
 	if (h.magic != SHM_MAGIC || h.version != SHM_VERSION)
-		goto out;
+		return IPC__RDV_REFUSE;
 	for (int i = 0; i < 2; i++) {
 		if (h.rsize[i] < 4096 || h.rsize[i] > ((uint64_t)1 << 31) || (h.rsize[i] & (h.rsize[i] - 1)) ||
 		    h.cap[i] < 4096 || h.cap[i] > h.rsize[i])
-			goto out;
+			return IPC__RDV_REFUSE;
 	}
 	if (h.region != region_size(h.rsize[0], h.rsize[1]))
-		goto out;
-	struct stat st;
-	if (fstat(fds[0], &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != h.region)
-		goto out;
-	int seals = fcntl(fds[0], F_GET_SEALS);
-	if (seals < 0 || !(seals & F_SEAL_SHRINK))
-		goto out;
-	for (int i = 1; i < SHM_NFDS; i++)
-		if (!is_unix_stream(fds[i]))
-			goto out;
-	*status = 0;
-	ret = HELLO_RETRY;
-	c = conn_alloc();
-	if (!c) {
-		e = errno;
-		goto out;
+		return IPC__RDV_REFUSE;
+	if (h.rsize[0] > l->ring_max || h.rsize[1] > l->ring_max) {
+		*status = IPC__RDV_LIMIT;
+		return IPC__RDV_REFUSE;
 	}
+	if (!memfd_ok(fds[0], h.region) || !is_unix_stream(fds[1]) || !is_unix_stream(fds[2]))
+		return IPC__RDV_REFUSE;
+	/* our own sends never hold more than our capacity, whatever the ring */
+	if (h.cap[1] > l->tx_cap_max)
+		h.cap[1] = l->tx_cap_max;
+	struct shm_conn *c = conn_alloc();
+	if (!c)
+		return IPC__RDV_RETRY;
 	c->side = 1;
 	c->map_len = (size_t)h.region;
 	void *p = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
 	if (p == MAP_FAILED) {
-		e = errno;
-		goto out;
+		int e = errno;
+		conn_free(c);
+		errno = e;
+		if (e == ENOMEM || e == ENFILE || e == EMFILE)
+			return IPC__RDV_RETRY;
+		*status = IPC__RDV_PROTO; /* the peer's object cannot be mapped */
+		return IPC__RDV_REFUSE;
 	}
 	c->map = p;
-	c->sock = fd;
+	c->cred = *cr;
 	c->wfd_rx = fds[1]; /* c->s ring: we consume */
 	c->wfd_tx = fds[2]; /* s->c ring: we produce */
-	if (get_cred(fd, &c->cred) < 0 || conn_setup(c, &h) < 0) {
-		e = errno;
-		c->sock = c->wfd_rx = c->wfd_tx = -1;
-		goto out;
-	}
-	/* everything is in place: take the packet (its descriptors, which we
-	 * hold as duplicates from the peek, are released by the kernel) */
-	while (recv(fd, raw, 1, MSG_DONTWAIT) < 0 && errno == EINTR)
-		;
-	ipc__close_fd(fds[0]);
+	fds[1] = fds[2] = -1;
+	conn_setup(c, &h);
+	c->sock = *sock;
 	*out = c;
-	return HELLO_OK;
-out:
-	for (int i = 0; i < nfds; i++)
-		ipc__close_fd(fds[i]);
-	if (c)
-		conn_free(c);
-	errno = e;
-	return ret;
+	return IPC__RDV_BUILT;
 }
 
-static int resource_err(int e)
+/* A built connection nobody accepted (listener close). */
+static void shm_conn_drop(void *cc)
 {
-	return e == EMFILE || e == ENFILE || e == ENOMEM || e == ENOBUFS;
+	struct shm_conn *c = cc;
+	atomic_fetch_or(c->my_state, SHM_ST_FAILED);
+	shutdown(c->sock, SHUT_RDWR);
+	conn_free(c);
 }
 
-static void pend_scan(struct shm_listener *l);
+static const struct ipc__rdv_ops shm_rdv_ops = {
+	.hello_len = sizeof(struct shm_hello),
+	.nfds = SHM_NFDS,
+	.build = shm_build,
+	.reply = shm_reply,
+	.conn_drop = shm_conn_drop,
+};
 
-/* Non-blocking progress: take new sockets, read hellos that have come.
- * A resource error is kept in l->err for the next accept to report. */
-static void listener_step(struct shm_listener *l)
+static struct ipc_listener *shm_listen(const char *name, const struct ipc_options *o)
 {
-	while (l->nready < SHM_MAX_READY) {
-		int fd = accept4(l->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0) {
-			if (resource_err(errno))
-				l->err = errno;
-			break;
-		}
-		struct ipc_cred cr;
-		if (get_cred(fd, &cr) < 0) {
-			ipc__close_fd(fd);
-			continue;
-		}
-		if (!peer_allowed(l, &cr)) {
-			send_status(fd, EACCES);
-			ipc__close_fd(fd);
-			continue;
-		}
-		struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-		if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			l->err = errno;
-			ipc__close_fd(fd);
-			break;
-		}
-		l->pend[l->npend].fd = fd;
-		l->pend[l->npend++].since = ipc__now();
-		if (l->npend == SHM_MAX_PENDING) {
-			pend_scan(l);
-			if (l->npend < SHM_MAX_PENDING)
-				continue;
-			/* full of silent peers: the oldest goes if it had its
-			 * chance, else the rest wait in the kernel's backlog */
-			if (ipc__now() - l->pend[0].since < SHM_PENDING_AGE)
-				break;
-			pend_drop(l, 0);
-		}
-	}
-	pend_scan(l);
-}
-
-static void pend_scan(struct shm_listener *l)
-{
-	for (int i = 0; i < l->npend && l->nready < SHM_MAX_READY;) {
-		int fd = l->pend[i].fd, status;
-		struct shm_conn *c = NULL;
-		int r = hello_take(fd, &c, &status);
-		if (r == HELLO_WAIT) {
-			i++;
-			continue;
-		}
-		if (r == HELLO_RETRY) {
-			l->err = errno ? errno : ENOMEM;
-			break;
-		}
-		epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
-		pend_remove(l, i);
-		if (r == HELLO_DROP) {
-			unsigned char junk; /* take the bad packet: the peer then
-					       reads our status, not a reset */
-			while (recv(fd, &junk, 1, MSG_DONTWAIT) < 0 && errno == EINTR)
-				;
-			if (status)
-				send_status(fd, status);
-			ipc__close_fd(fd);
-			continue;
-		}
-		if (c->cred.uid != geteuid())
-			send_status(fd, 0); /* the verdict a foreign client waits for */
-		l->ready[l->nready++] = c;
-	}
-}
-
-static struct ipc_conn *shm_accept(struct ipc_listener *ll, int64_t deadline)
-{
-	struct shm_listener *l = (struct shm_listener *)ll;
-	for (;;) {
-		listener_step(l);
-		if (l->nready) {
-			struct shm_conn *c = l->ready[0];
-			memmove(l->ready, l->ready + 1, sizeof l->ready[0] * (size_t)--l->nready);
-			l->err = 0;
-			return &c->base;
-		}
-		if (l->err) {
-			errno = l->err;
-			l->err = 0;
-			return NULL;
-		}
-		int r = ipc__wait_fd(l->epfd, POLLIN, deadline);
-		if (r < 0)
-			return NULL;
-	}
+	struct sockaddr_un sa;
+	socklen_t salen;
+	if (shm_sockaddr(name, &sa, &salen) < 0)
+		return NULL;
+	struct shm_listener *l =
+		(struct shm_listener *)ipc__rdv_listener_new(sizeof *l, &shm_rdv_ops, &sa, salen, o);
+	if (!l)
+		return NULL;
+	l->tx_cap_max = o->capacity;
+	size_t big = o->max_msg_size + 4 > o->capacity ? o->max_msg_size + 4 : o->capacity;
+	l->ring_max = pow2_at_least(big);
+	memcpy(l->name, name, strlen(name) + 1);
+	return &l->rdv.base;
 }
 
 static int shm_listener_addr(const struct ipc_listener *ll, char *buf, size_t len)
 {
 	return ipc__format(buf, len, "shm:%s", ((const struct shm_listener *)ll)->name);
-}
-
-static int shm_listener_fd(const struct ipc_listener *ll)
-{
-	return ((const struct shm_listener *)ll)->epfd;
-}
-
-static int shm_listener_ready(struct ipc_listener *ll, int events, short *pollev)
-{
-	struct shm_listener *l = (struct shm_listener *)ll;
-	listener_step(l);
-	if ((l->nready || l->err) && (events & IPC_POLLIN))
-		return IPC_POLLIN;
-	*pollev = POLLIN;
-	return 0;
-}
-
-static void shm_listener_close(struct ipc_listener *ll)
-{
-	struct shm_listener *l = (struct shm_listener *)ll;
-	while (l->npend)
-		pend_drop(l, l->npend - 1);
-	for (int i = 0; i < l->nready; i++) {
-		atomic_fetch_or(l->ready[i]->my_state, SHM_ST_FAILED);
-		shutdown(l->ready[i]->sock, SHUT_RDWR);
-		conn_free(l->ready[i]);
-	}
-	ipc__close_fd(l->lfd);
-	ipc__close_fd(l->epfd);
-	free(l);
 }
 
 /* ---- test hook --------------------------------------------------------- */
@@ -1833,11 +1549,11 @@ const struct ipc__transport ipc__shm_transport = {
 	.scheme = "shm",
 	.lazy_deadline = 1, /* the fast paths never read the clock */
 	.listen = shm_listen,
-	.accept = shm_accept,
+	.accept = ipc__rdv_accept,
 	.listener_addr = shm_listener_addr,
-	.listener_fd = shm_listener_fd,
-	.listener_ready = shm_listener_ready,
-	.listener_close = shm_listener_close,
+	.listener_fd = ipc__rdv_listener_fd,
+	.listener_ready = ipc__rdv_listener_ready,
+	.listener_close = ipc__rdv_listener_close,
 	.connect = shm_connect,
 	.send = shm_send,
 	.recv = shm_recv,

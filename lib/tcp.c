@@ -97,8 +97,9 @@ static struct ipc_listener *tcp_listen(const char *name, const struct ipc_option
 	    tcp_format(l->addr, sizeof l->addr, (struct sockaddr *)&ss) < 0)
 		goto fail;
 	l->fd = fd;
-	l->pending_fd = -1;
-	l->cred_ok = 0;
+	l->epfd = l->tfd = -1;
+	if (ipc__sock_listener_init(l) < 0)
+		goto fail;
 	freeaddrinfo(res);
 	return &l->base;
 fail:
@@ -124,7 +125,7 @@ static struct ipc_conn *tcp_connect(const char *name, const struct ipc_options *
 			err = errno;
 			continue;
 		}
-		if (ipc__sock_connect(fd, a->ai_addr, a->ai_addrlen, deadline) == 0 && ipc__set_nonblock(fd, 0) == 0)
+		if (ipc__sock_connect(fd, a->ai_addr, a->ai_addrlen, deadline) == 0)
 			break;
 		err = errno;
 		close(fd);
@@ -137,7 +138,7 @@ static struct ipc_conn *tcp_connect(const char *name, const struct ipc_options *
 		errno = err;
 		return NULL;
 	}
-	return ipc__stream_new(fd, o, 0);
+	return ipc__sock_conn_new(fd, o, 0);
 }
 
 const struct ipc__transport ipc__tcp_transport = {

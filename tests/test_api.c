@@ -124,7 +124,7 @@ static void be32(unsigned char *p, uint32_t v)
 	p[3] = (unsigned char)v;
 }
 
-static const unsigned char good_hello[8] = {'L', 'I', 'P', 'C', 1, 0, 0, 0};
+static const unsigned char good_hello[8] = {'L', 'I', 'P', 'C', 2, 0, 0, 0};
 
 /* A libipc client connected to a raw server: *rawfd is the server side. */
 static ipc_conn *client_to_raw(const char *scheme, const struct ipc_options *o, int *rawfd)
@@ -143,8 +143,8 @@ static ipc_conn *client_to_raw(const char *scheme, const struct ipc_options *o, 
 TEST(wire_bad_hello_rejected)
 {
 	static const unsigned char bad[][8] = {
-		{'X', 'I', 'P', 'C', 1, 0, 0, 0},
-		{'L', 'I', 'P', 'C', 2, 0, 0, 0},
+		{'X', 'I', 'P', 'C', 2, 0, 0, 0},
+		{'L', 'I', 'P', 'C', 1, 0, 0, 0},
 		{'L', 'I', 'P', 'C', 0, 0, 0, 0},
 		{'H', 'T', 'T', 'P', '/', '1', '.', '1'},
 	};
@@ -178,8 +178,8 @@ TEST(wire_garbage_client_isolated)
 		CHECK(good != NULL);
 		ipc_conn *sg = t_accept(l);
 		int fd = raw_connect(bound);
+		raw_write(fd, "GET / HTTP/1.0\r\n\r\n", 18); /* accepted once 8 bytes are in */
 		ipc_conn *sb = t_accept(l);
-		raw_write(fd, "GET / HTTP/1.0\r\n\r\n", 18);
 		CHECK(ipc_conn_set_timeouts(sb, -1, 5000) == 0);
 		char b[64];
 		CHECK_FAILS(ipc_recv(sb, b, sizeof b, 0), EPROTO);
@@ -193,7 +193,7 @@ TEST(wire_garbage_client_isolated)
 	}
 }
 
-/* contract 9: the bytes on the wire: 8-byte hello "LIPC" 1 0 0 0, then
+/* contract 9: the bytes on the wire: 8-byte hello "LIPC" 2 0 0 0, then
  * frames of a 4-byte big-endian length and the payload; a raw peer
  * writing byte by byte is understood, and a message is visible only once
  * complete. */
@@ -229,7 +229,8 @@ TEST(wire_format_exact)
 		}
 		CHECK(ipc_recv(c, b, sizeof b, 0) == 5 && !memcmp(b, "hello", 5));
 		CHECK(ipc_recv(c, b, sizeof b, 0) == 0);
-		/* orderly close after whole frames: end-of-stream */
+		/* orderly close after whole frames: the end-of-stream frame */
+		raw_write(fd, "\xff\xff\xff\xff", 4);
 		close(fd);
 		CHECK_FAILS(ipc_recv(c, b, sizeof b, 0), EPIPE);
 		ipc_close(c);
@@ -237,13 +238,13 @@ TEST(wire_format_exact)
 }
 
 /* contract 3 + 8: a raw peer announcing a length over the receiver's
- * limit (or 4 GiB - 1) gets EPROTO and nothing of that size allocated. */
+ * limit (or 4 GiB - 2) gets EPROTO and nothing of that size allocated. */
 TEST(wire_huge_length)
 {
 	struct ipc_options o;
 	ipc_options_init(&o);
 	o.max_msg_size = 1000;
-	static const uint32_t lens[] = {1001, 0xffffffffu, 0x80000000u};
+	static const uint32_t lens[] = {1001, 0xfffffffeu, 0x80000000u};
 	for (int s = 0; s < 2; s++) {
 		for (int k = 0; k < 3; k++) {
 			int fd;
