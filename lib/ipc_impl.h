@@ -386,6 +386,9 @@ struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, 
  */
 void ipc__stream_disown(struct ipc_conn *c);
 
+/* The ctx a connection made by ipc__stream_new() was given. */
+void *ipc__stream_ctx(const struct ipc_conn *c);
+
 /* Connection slots shared by every transport that uses the framing layer. */
 #define IPC__STREAM_CONN_SLOTS                              \
 	.send = ipc__stream_send,                           \
@@ -484,6 +487,19 @@ int ipc__sock_listener_addr(const struct ipc_listener *l, char *buf, size_t len)
 int ipc__sock_listener_fd(const struct ipc_listener *l);
 int ipc__sock_listener_ready(struct ipc_listener *l, int events, short *pollev);
 void ipc__sock_listener_close(struct ipc_listener *l);
+
+/* ---- tcp.c: tcp sockets for tcp: and tls: ----------------------------- */
+
+/* A listening tcp socket (non-blocking, CLOEXEC) on host:port of name;
+ * its bound address, as "scheme:host:port", goes to addr.  fd or -1. */
+int ipc__tcp_listen_fd(const char *name, const char *scheme, char *addr, size_t addrcap);
+
+/* A tcp socket connected to host:port of name by deadline (left
+ * non-blocking).  fd or -1 (ECONNREFUSED, EHOSTUNREACH, ETIMEDOUT...). */
+int ipc__tcp_connect_fd(const char *name, int64_t deadline);
+
+/* No delay; keep-alive and TCP_USER_TIMEOUT per o (ipc_options_init(3)). */
+void ipc__tcp_tune(int fd, const struct ipc_options *o);
 
 /* Non-blocking connect of fd to sa, waiting until deadline.  0 or -1. */
 int ipc__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen, int64_t deadline);

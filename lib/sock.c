@@ -52,8 +52,8 @@ static int kernel_wait_flags(int fd, int optname, int64_t *cache, int64_t deadli
 static ssize_t ss_read(void *ctx, void *buf, size_t n, int64_t deadline)
 {
 	struct sock_stream *ss = ctx;
-	for (;;) { /* the kernel timeout is checked again after a signal */
-		int flags = kernel_wait_flags(ss->fd, SO_RCVTIMEO, &ss->rcvtimeo, deadline);
+	int flags = kernel_wait_flags(ss->fd, SO_RCVTIMEO, &ss->rcvtimeo, deadline);
+	for (;;) {
 		ssize_t r = recv(ss->fd, buf, n, flags);
 		if (r >= 0 || errno != EINTR) {
 			if (r < 0 && errno == EWOULDBLOCK)
@@ -67,8 +67,8 @@ static ssize_t ss_writev(void *ctx, const struct iovec *iov, int cnt, int64_t de
 {
 	struct sock_stream *ss = ctx;
 	struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
+	int flags = kernel_wait_flags(ss->fd, SO_SNDTIMEO, &ss->sndtimeo, deadline) | MSG_NOSIGNAL;
 	for (;;) {
-		int flags = kernel_wait_flags(ss->fd, SO_SNDTIMEO, &ss->sndtimeo, deadline) | MSG_NOSIGNAL;
 		ssize_t r = sendmsg(ss->fd, &mh, flags);
 		if (r > 0)
 			return r;
@@ -153,19 +153,6 @@ static const struct ipc__bstream_ops sock_stream_ops = {
 	.close = ss_close,
 };
 
-/* tcp: no delay; a silently dead link or host is noticed. */
-static void tcp_tune(int fd)
-{
-	int one = 1, idle = 30, intvl = 5, cnt = 4;
-	unsigned user_timeout = 60000;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
-}
-
 struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_unix)
 {
 	struct sock_stream *ss = malloc(sizeof *ss);
@@ -175,7 +162,7 @@ struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_
 		return NULL;
 	}
 	if (!is_unix)
-		tcp_tune(fd);
+		ipc__tcp_tune(fd, o); /* a silently dead link or host is noticed */
 	*ss = (struct sock_stream){.fd = fd, .is_unix = is_unix};
 	return ipc__stream_new(&sock_stream_ops, ss, o);
 }
