@@ -733,6 +733,11 @@ int ipc__stream_conn_ready(struct ipc_conn *c, int events, short *pollev)
 	return ready;
 }
 
+void *ipc__stream_ctx(const struct ipc_conn *c)
+{
+	return ((const struct stream *)c)->ctx;
+}
+
 int ipc__stream_peer_cred(const struct ipc_conn *c, struct ipc_cred *cred)
 {
 	const struct stream *s = (const struct stream *)c;
