@@ -44,7 +44,7 @@ endif
 TLS_STAMP := $(BUILD)/.tls-config
 $(shell mkdir -p $(BUILD); echo 'TLS=$(TLS)' | cmp -s - $(TLS_STAMP) || echo 'TLS=$(TLS)' > $(TLS_STAMP))
 
-LIB_SRC   = $(wildcard lib/*.c)
+LIB_SRC   = $(filter-out $(if $(filter 1,$(TLS)),,lib/tls.c),$(wildcard lib/*.c))
 LIB_OBJ   = $(LIB_SRC:lib/%.c=$(BUILD)/obj/lib/%.o)
 TOOL_SRC  = $(wildcard tools/*.c)
 TOOLS     = $(TOOL_SRC:tools/%.c=$(BUILD)/%)

@@ -12,6 +12,9 @@ extern const struct ipc__transport ipc__unix_transport;
 extern const struct ipc__transport ipc__tcp_transport;
 extern const struct ipc__transport ipc__shm_transport;
 extern const struct ipc__transport ipc__mq_transport;
+#ifdef IPC_HAVE_TLS
+extern const struct ipc__transport ipc__tls_transport;
+#endif
 
 /* The scheme table: the one place that lists transports. */
 const struct ipc__transport *const ipc__transports[] = {
@@ -19,6 +22,9 @@ const struct ipc__transport *const ipc__transports[] = {
 	&ipc__tcp_transport,
 	&ipc__shm_transport,
 	&ipc__mq_transport,
+#ifdef IPC_HAVE_TLS
+	&ipc__tls_transport,
+#endif
 	NULL,
 };
 
