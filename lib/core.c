@@ -202,18 +202,20 @@ ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts)
 	if (dl == IPC__NOW) /* a connect always gets to try once */
 		dl = ipc__now();
 	struct ipc_conn *c;
-	int64_t pause_ms = 10;
+	int pause_ms = 10, refused = 0;
 	while (!(c = tp->connect(name, &o, dl))) {
 		/* connect_retry: nobody listens yet; try again, a new
 		 * connection each time, until the deadline */
+		if (refused && (errno == ETIMEDOUT || errno == EAGAIN))
+			errno = refused; /* out of time while nobody listened */
 		if (!o.connect_retry || (errno != ECONNREFUSED && errno != ENOENT))
 			return NULL;
 		int left = ipc__remaining_ms(dl);
 		if (left == 0)
-			return NULL; /* errno: the last try's */
-		int e = errno;
-		ipc__sleep_ms(left < 0 || left > pause_ms ? (int)pause_ms : left);
-		errno = e;
+			return NULL;
+		refused = errno;
+		ipc__sleep_ms(left < 0 || left > pause_ms ? pause_ms : left);
+		errno = refused;
 		if (pause_ms < 200)
 			pause_ms *= 2;
 	}

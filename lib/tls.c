@@ -184,6 +184,7 @@ static int tls_explain(struct tls_stream *ts, int sslerr, int sys_errno)
 				    ts->nfirst ? "" : " (is it a tls: listener? did it refuse our certificate?)");
 			return ECONNRESET;
 		}
+		ipc__detail("tls: the peer ended the connection (%s)", strerror(sys_errno ? sys_errno : ECONNRESET));
 		return sys_errno ? sys_errno : ECONNRESET;
 	}
 	if (ERR_GET_LIB(e) == ERR_LIB_SSL) {
@@ -435,7 +436,7 @@ static int tls_wait(void *ctx, int dirs, int64_t deadline)
 			pthread_mutex_lock(&ts->lock);
 			if (!ts->hs_done) {
 				ipc__detail("tls: the handshake did not finish within connect_timeout_ms");
-				tls_fail(ts, ETIMEDOUT);
+				tls_fail(ts, ECONNABORTED);
 			}
 			pthread_mutex_unlock(&ts->lock);
 			return dirs;
@@ -572,8 +573,8 @@ static int ctx_trust(SSL_CTX *ctx, const struct ipc_options *o)
 	return 0;
 }
 
-/* Certificate and key: the options, else IPC_TLS_CERT_FILE and
- * IPC_TLS_KEY_FILE from the environment (ipc-tls(7)). */
+/* A listener's certificate and key: the options, else IPC_TLS_CERT_FILE
+ * and IPC_TLS_KEY_FILE from the environment (ipc-tls(7)). */
 static const char *opt_or_env(const char *opt, const char *env)
 {
 	return opt ? opt : secure_getenv(env);
@@ -588,6 +589,12 @@ static int ctx_identity(SSL_CTX *ctx, const char *cert, const char *key)
 		return -1;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH && !memory_short()) {
+			ERR_clear_error();
+			ipc__detail("tls: tls_key_file %s is not the key of tls_cert_file %s", key, cert);
+			errno = EINVAL;
+			return -1;
+		}
 		errno = ctx_file_error("tls_key_file", key);
 		return -1;
 	}
@@ -620,8 +627,9 @@ static SSL_CTX *ctx_new(const struct ipc_options *o, int server)
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(ctx, 0);
 	int verify = o->tls_verify != IPC_TLS_VERIFY_NONE && (!server || o->tls_verify == IPC_TLS_VERIFY_REQUIRE);
-	const char *cert = opt_or_env(o->tls_cert_file, "IPC_TLS_CERT_FILE");
-	const char *key = o->tls_cert_file ? o->tls_key_file : secure_getenv("IPC_TLS_KEY_FILE");
+	/* a listener's identity may come from the environment, a client's never */
+	const char *cert = server ? opt_or_env(o->tls_cert_file, "IPC_TLS_CERT_FILE") : o->tls_cert_file;
+	const char *key = o->tls_cert_file || !server ? o->tls_key_file : secure_getenv("IPC_TLS_KEY_FILE");
 	if (server && !cert) {
 		ipc__detail("tls: a listener needs tls_cert_file (and tls_key_file)");
 		errno = EINVAL;
@@ -739,14 +747,16 @@ struct tls_listener {
 };
 
 /*
- * A listener hands a connection to accept once the client's hello was
- * good and our whole answer is sent: the client's last flight (its
- * Finished, its certificate for mutual TLS) is then processed by the
+ * When accept returns a connection.  The client, too, completes its
+ * handshake only in its own calls, and a program may connect and then
+ * accept in one thread; so a listener that asks no client certificate
+ * hands a connection to accept once the client's hello was good and our
+ * whole answer is sent (the client's Finished is processed by the
  * connection's first receive, bounded by the listener's
- * connect_timeout_ms, because the client, too, completes its handshake
- * only in its own calls (a client may connect and then accept in one
- * thread).  Until the handshake is complete and the client verified, the
- * connection writes no data and receives none (tls_writev, SSL_read).
+ * connect_timeout_ms), and such a connection may write at once (TLS 1.3
+ * "0.5-RTT" data: the client is anonymous anyway).  A listener that
+ * requires client certificates (mutual TLS) returns only connections
+ * whose handshake is complete and whose client is verified.
  */
 enum hs_step {
 	HS_READY, /* finished, or waiting for the client's last flight */
@@ -775,18 +785,26 @@ static enum hs_step hs_step(struct tls_stream *ts)
 		return HS_READY;
 	int se = SSL_get_error(ts->ssl, r);
 	ERR_clear_error();
-	if (se == SSL_ERROR_WANT_READ) {
-		OSSL_HANDSHAKE_STATE st = SSL_get_state(ts->ssl);
-		return st == TLS_ST_BEFORE || st == TLS_ST_SR_CLNT_HELLO ? HS_AGAIN : HS_READY;
-	}
-	if (se == SSL_ERROR_WANT_WRITE)
+	if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE)
 		return HS_AGAIN;
 	return HS_FAIL;
 }
 
+/* Drop a refused or late handshake: our alert (if any) is sent; end our
+ * side and discard what the client sent, so that the close is a FIN the
+ * client reads after the alert, not a reset that could destroy it. */
+static void tl_abandon(struct tls_stream *ts)
+{
+	unsigned char junk[4096];
+	shutdown(ts->fd, SHUT_WR);
+	for (int k = 0; k < 16 && recv(ts->fd, junk, sizeof junk, MSG_DONTWAIT) > 0; k++)
+		;
+	tls_stream_free(ts); /* closing removes it from the epoll set */
+}
+
 static void tl_drop(struct tls_listener *l, int i)
 {
-	tls_stream_free(l->pend[i].ts); /* closing removes it from the epoll set */
+	tl_abandon(l->pend[i].ts);
 	memmove(l->pend + i, l->pend + i + 1, sizeof l->pend[0] * (size_t)(l->npend - i - 1));
 	l->npend--;
 }
@@ -812,7 +830,7 @@ static void tl_place(struct tls_listener *l, int fd)
 		tl_ready(l, ts);
 		return;
 	case HS_FAIL:
-		tls_stream_free(ts);
+		tl_abandon(ts);
 		return;
 	case HS_AGAIN:
 		break;
