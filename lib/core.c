@@ -30,7 +30,12 @@ const struct ipc__transport *const ipc__transports[] = {
 
 /* The six functions whose 0.1 behaviour lib/compat.c keeps under IPC_0.1:
  * these definitions are the default version, IPC_0.2. */
+#ifndef IPC__NO_SYMVER
 #define IPC__DEFAULT_V02(fn) __asm__(".symver " #fn ", " #fn "@@@IPC_0.2")
+#else /* the fuzz build: clang's coverage instrumentation would define
+       * both fn and fn@@IPC_0.2, a duplicate in a static link */
+#define IPC__DEFAULT_V02(fn) struct ipc__no_symver_##fn
+#endif
 IPC__DEFAULT_V02(ipc_options_init);
 IPC__DEFAULT_V02(ipc_listen);
 IPC__DEFAULT_V02(ipc_connect);

@@ -420,9 +420,9 @@ static int tls_wait(void *ctx, int dirs, int64_t deadline)
 {
 	struct tls_stream *ts = ctx;
 	pthread_mutex_lock(&ts->lock);
-	if (ts->err || ((dirs & IPC__BS_READ) && SSL_has_pending(ts->ssl))) {
+	if (ts->err || ((dirs & IPC__BS_READ) && SSL_pending(ts->ssl) > 0)) {
 		pthread_mutex_unlock(&ts->lock);
-		return dirs; /* the next call reports it / reads it */
+		return dirs; /* the next call reports it / reads it (SSL_pending: decrypted bytes; a partial record needs the socket) */
 	}
 	short ev = tls_events(ts, dirs);
 	int64_t hs_dl = ts->hs_done ? IPC__FOREVER : ts->hs_deadline;

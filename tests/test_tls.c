@@ -602,3 +602,63 @@ TEST(remote_keepalive_options)
 		CHECK_FAILS(ipc_listen("tcp:127.0.0.1:0", &o), EINVAL);
 	}
 }
+
+#ifdef IPC_HAVE_TLS
+#include <openssl/ssl.h>
+#include <sys/resource.h>
+
+static int64_t cpu_ms(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/* A peer that sends part of a TLS record and stops: a receive waits in
+ * poll (IPC_DONTWAIT returns EAGAIN at once, a timed one ETIMEDOUT
+ * without burning the CPU); it once spun, taking a partial record in
+ * OpenSSL's buffer for readable data (found by fuzz_tls_listener). */
+TEST(tls_partial_record_does_not_spin)
+{
+	tls_or_skip();
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l = t_listen("tls", NULL, bound);
+	struct sockaddr_in si = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strrchr(bound, ':') + 1))};
+	inet_pton(AF_INET, "127.0.0.1", &si.sin_addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(connect(fd, (struct sockaddr *)&si, sizeof si) == 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) { /* a TLS client: handshake, our hello, 2 bytes of a record */
+		SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+		SSL *ssl = SSL_new(ctx);
+		static const unsigned char h[8] = {'L', 'I', 'P', 'C', 2, 0, 0, 0};
+		if (!SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1 || SSL_write(ssl, h, sizeof h) != sizeof h ||
+		    write(fd, "\x17\x03", 2) != 2)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	ipc_conn *s = t_accept(l);
+	char b[16];
+	int64_t t0 = t_now_ms();
+	for (;;) { /* until the hello is in: then only the partial record is left */
+		CHECK_FAILS(ipc_recv(s, b, sizeof b, IPC_DONTWAIT), EAGAIN);
+		if (t_now_ms() - t0 > 300)
+			break;
+		t_sleep_ms(10);
+	}
+	CHECK(ipc_conn_set_timeouts(s, -1, 500) == 0);
+	int64_t c0 = cpu_ms();
+	CHECK_FAILS(ipc_recv(s, b, sizeof b, 0), ETIMEDOUT);
+	int64_t used = cpu_ms() - c0;
+	CHECKF(used < 200, "a 500 ms receive used %lld ms of CPU", (long long)used);
+	kill(pid, SIGKILL);
+	t_wait(pid);
+	close(fd);
+	ipc_close(s);
+	ipc_listener_close(l);
+}
+#endif
