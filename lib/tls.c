@@ -362,7 +362,8 @@ static ssize_t tls_writev(void *ctx, const struct iovec *iov, int cnt, int64_t d
 		size_t off = 0;
 		for (int i = 0; i < cnt && off < len; i++) {
 			size_t k = iov[i].iov_len < len - off ? iov[i].iov_len : len - off;
-			memcpy(ts->stage + off, iov[i].iov_base, k);
+			if (k) /* an empty iovec may have no base */
+				memcpy(ts->stage + off, iov[i].iov_base, k);
 			off += k;
 		}
 		src = ts->stage;
@@ -793,9 +794,12 @@ static enum hs_step hs_step(struct tls_stream *ts)
 /* Drop a refused or late handshake: our alert (if any) is sent; end our
  * side and discard what the client sent, so that the close is a FIN the
  * client reads after the alert, not a reset that could destroy it. */
-static void tl_abandon(struct tls_stream *ts)
+static void tl_abandon(struct tls_listener *l, struct tls_stream *ts)
 {
 	unsigned char junk[4096];
+	/* out of the epoll set first: a forked child may hold a copy of the
+	 * socket, and then closing ours would not remove it */
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, ts->fd, NULL);
 	shutdown(ts->fd, SHUT_WR);
 	for (int k = 0; k < 16 && recv(ts->fd, junk, sizeof junk, MSG_DONTWAIT) > 0; k++)
 		;
@@ -804,7 +808,7 @@ static void tl_abandon(struct tls_stream *ts)
 
 static void tl_drop(struct tls_listener *l, int i)
 {
-	tl_abandon(l->pend[i].ts);
+	tl_abandon(l, l->pend[i].ts);
 	memmove(l->pend + i, l->pend + i + 1, sizeof l->pend[0] * (size_t)(l->npend - i - 1));
 	l->npend--;
 }
@@ -830,7 +834,7 @@ static void tl_place(struct tls_listener *l, int fd)
 		tl_ready(l, ts);
 		return;
 	case HS_FAIL:
-		tl_abandon(ts);
+		tl_abandon(l, ts);
 		return;
 	case HS_AGAIN:
 		break;
