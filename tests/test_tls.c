@@ -661,4 +661,62 @@ TEST(tls_partial_record_does_not_spin)
 	ipc_close(s);
 	ipc_listener_close(l);
 }
+/* A TLS 1.2 client asking to renegotiate is refused (the listener has
+ * renegotiation off): the client learns it, the connection ends or goes
+ * on cleanly, nothing hangs, and the listener serves the next client. */
+TEST(tls_renegotiation_refused)
+{
+	tls_or_skip();
+	char bound[IPC_ADDR_MAX + 1];
+	struct ipc_options o = client_opts();
+	ipc_listener *l = t_listen("tls", &o, bound);
+	struct sockaddr_in si = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strrchr(bound, ':') + 1))};
+	inet_pton(AF_INET, "127.0.0.1", &si.sin_addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(connect(fd, (struct sockaddr *)&si, sizeof si) == 0);
+	int p[2];
+	CHECK(pipe(p) == 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+		SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+		SSL *ssl = SSL_new(ctx);
+		static const unsigned char m[] = {'L', 'I', 'P', 'C', 2, 0, 0, 0, 0, 0, 0, 1, 'a'};
+		if (!SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1 || SSL_write(ssl, m, sizeof m) != sizeof m)
+			_exit(1);
+		char verdict = 'r'; /* refused */
+		if (SSL_renegotiate(ssl) == 1 && SSL_do_handshake(ssl) == 1) {
+			char b[64];
+			SSL_read(ssl, b, sizeof b); /* the server's answer, if any */
+			if (SSL_renegotiate_pending(ssl) == 0)
+				verdict = 'a'; /* renegotiated */
+		}
+		if (write(p[1], &verdict, 1) != 1)
+			_exit(2);
+		_exit(0);
+	}
+	close(p[1]);
+	ipc_conn *s = t_accept(l);
+	char b[16];
+	CHECK(ipc_recv(s, b, sizeof b, 0) == 1 && b[0] == 'a');
+	errno = 0;
+	ssize_t r = ipc_recv(s, b, sizeof b, 0); /* the renegotiation, then the end */
+	CHECKF(r == -1 && (errno == EPROTO || errno == ECONNRESET || errno == ETIMEDOUT), "after a renegotiation: %zd %s",
+	       r, strerror(errno));
+	char verdict = 0;
+	CHECK(read(p[0], &verdict, 1) == 1);
+	CHECKF(verdict == 'r', "the listener renegotiated");
+	t_wait_ok(pid);
+	ipc_close(s);
+	close(fd);
+	close(p[0]);
+	ipc_conn *c = ipc_connect(bound, &o); /* the listener still serves */
+	s = t_accept(l);
+	CHECK(ipc_send(c, "next", 4, 0) == 4 && ipc_recv(s, b, sizeof b, 0) == 4);
+	ipc_close(c);
+	ipc_close(s);
+	ipc_listener_close(l);
+}
 #endif
