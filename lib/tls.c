@@ -59,7 +59,7 @@ struct tls_stream {
 	                         last handshake step */
 	int half_rtt;         /* server without client certificates: may
 	                         write before the client's Finished */
-	unsigned char stage[TLS_REC_MAX];
+	unsigned char *stage; /* TLS_REC_MAX bytes, gathering small iovecs */
 };
 
 /* Our BIO: the socket, without SIGPIPE; remembers the peer's first bytes
@@ -360,6 +360,11 @@ static ssize_t tls_writev(void *ctx, const struct iovec *iov, int cnt, int64_t d
 	const unsigned char *src = iov[0].iov_base;
 	if (iov[0].iov_len < len) { /* gather into one record */
 		size_t off = 0;
+		if (!ts->stage && !(ts->stage = malloc(TLS_REC_MAX))) {
+			rc = tls_fail(ts, ENOMEM);
+			pthread_mutex_unlock(&ts->lock);
+			return rc;
+		}
 		for (int i = 0; i < cnt && off < len; i++) {
 			size_t k = iov[i].iov_len < len - off ? iov[i].iov_len : len - off;
 			if (k) /* an empty iovec may have no base */
@@ -495,6 +500,7 @@ static void tls_stream_free(struct tls_stream *ts)
 	ipc__close_fd(ts->fd);
 	pthread_mutex_destroy(&ts->lock);
 	free(ts->pend);
+	free(ts->stage);
 	free(ts);
 }
 
