@@ -52,8 +52,8 @@ static int kernel_wait_flags(int fd, int optname, int64_t *cache, int64_t deadli
 static ssize_t ss_read(void *ctx, void *buf, size_t n, int64_t deadline)
 {
 	struct sock_stream *ss = ctx;
-	int flags = kernel_wait_flags(ss->fd, SO_RCVTIMEO, &ss->rcvtimeo, deadline);
-	for (;;) {
+	for (;;) { /* the kernel timeout is checked again after a signal */
+		int flags = kernel_wait_flags(ss->fd, SO_RCVTIMEO, &ss->rcvtimeo, deadline);
 		ssize_t r = recv(ss->fd, buf, n, flags);
 		if (r >= 0 || errno != EINTR) {
 			if (r < 0 && errno == EWOULDBLOCK)
@@ -67,8 +67,8 @@ static ssize_t ss_writev(void *ctx, const struct iovec *iov, int cnt, int64_t de
 {
 	struct sock_stream *ss = ctx;
 	struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
-	int flags = kernel_wait_flags(ss->fd, SO_SNDTIMEO, &ss->sndtimeo, deadline) | MSG_NOSIGNAL;
 	for (;;) {
+		int flags = kernel_wait_flags(ss->fd, SO_SNDTIMEO, &ss->sndtimeo, deadline) | MSG_NOSIGNAL;
 		ssize_t r = sendmsg(ss->fd, &mh, flags);
 		if (r > 0)
 			return r;
