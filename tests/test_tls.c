@@ -661,6 +661,51 @@ TEST(tls_partial_record_does_not_spin)
 	ipc_close(s);
 	ipc_listener_close(l);
 }
+/* Garbage on the socket after the handshake (not TLS records): the
+ * receive fails with EPROTO, explained, and the listener serves others. */
+TEST(tls_garbage_after_handshake)
+{
+	tls_or_skip();
+	char bound[IPC_ADDR_MAX + 1];
+	struct ipc_options o = client_opts();
+	ipc_listener *l = t_listen("tls", &o, bound);
+	struct sockaddr_in si = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strrchr(bound, ':') + 1))};
+	inet_pton(AF_INET, "127.0.0.1", &si.sin_addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(connect(fd, (struct sockaddr *)&si, sizeof si) == 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+		SSL *ssl = SSL_new(ctx);
+		static const unsigned char m[] = {'L', 'I', 'P', 'C', 2, 0, 0, 0, 0, 0, 0, 1, 'a'};
+		static const char junk[] = "\x17\x03\x03\x00\x20 this is not an encrypted record!";
+		if (!SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1 || SSL_write(ssl, m, sizeof m) != sizeof m ||
+		    write(fd, junk, sizeof junk) != (ssize_t)sizeof junk)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	ipc_conn *s = t_accept(l);
+	char b[16];
+	CHECK(ipc_recv(s, b, sizeof b, 0) == 1 && b[0] == 'a');
+	CHECK_FAILS(ipc_recv(s, b, sizeof b, 0), EPROTO);
+	CHECKF(strstr(ipc_error_detail(), "tls:"), "detail: %s", ipc_error_detail());
+	printf("garbage after the handshake: %s\n", ipc_error_detail());
+	CHECK_FAILS(ipc_recv(s, b, sizeof b, 0), EPROTO);
+	kill(pid, SIGKILL);
+	t_wait(pid);
+	close(fd);
+	ipc_close(s);
+	ipc_conn *c = ipc_connect(bound, &o);
+	s = t_accept(l);
+	CHECK(ipc_send(c, "next", 4, 0) == 4 && ipc_recv(s, b, sizeof b, 0) == 4);
+	ipc_close(c);
+	ipc_close(s);
+	ipc_listener_close(l);
+}
+
 /* A TLS 1.2 client asking to renegotiate is refused (the listener has
  * renegotiation off): the client learns it, the connection ends or goes
  * on cleanly, nothing hangs, and the listener serves the next client. */
