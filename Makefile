@@ -52,7 +52,7 @@ EX_SRC    = $(wildcard examples/*.c)
 EXAMPLES  = $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_SRC  = $(wildcard tests/*.c)
 TEST_OBJ  = $(TEST_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
-HDRS      = include/ipc.h lib/ipc_impl.h $(wildcard tests/*.h)
+HDRS      = include/ipc.h $(wildcard lib/*.h) $(wildcard tests/*.h)
 
 SONAME    = libipc.so.$(SOMAJOR)
 SOLIB     = $(BUILD)/libipc.so.$(VERSION)

@@ -209,13 +209,15 @@ IPC_API ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts);
 
 /*
  * Send one message of len bytes, whole or not at all.  Returns len.
- * Blocks while the connection's capacity is full (per send_timeout_ms,
- * nonblock and IPC_DONTWAIT): EAGAIN / ETIMEDOUT and nothing sent.
- * EMSGSIZE: len > max_msg_size, or, without waiting (IPC_DONTWAIT, nonblock
- * or timeout 0), len + 4 > capacity (such a message can only flow through
- * a blocking or timed send).  A timed send whose message has started
- * flowing when its deadline passes is accepted (its rest is held, up to
- * max_msg_size, and flushed by later calls and close) rather than cut.
+ * A blocking or timed send waits while the connection's capacity is full
+ * (per send_timeout_ms): ETIMEDOUT and nothing sent.  A send that does not
+ * wait (IPC_DONTWAIT, nonblock, timeout 0) of any size is accepted whole
+ * whenever nothing is held: what the transport does not take now is held
+ * (one message per connection) and moved on by later calls on the
+ * connection; EAGAIN (nothing sent) only while a message is still held,
+ * which is exactly when IPC_POLLOUT is not ready.  A timed send whose
+ * message has started flowing when its deadline passes is held likewise.
+ * EMSGSIZE: len > max_msg_size.
  * EPIPE: the peer closed or died.
  */
 IPC_API ssize_t ipc_send(ipc_conn *c, const void *buf, size_t len, int flags);

@@ -54,6 +54,11 @@ int ipc__wouldblock(int64_t deadline)
 	return -1;
 }
 
+int ipc__deadline_passed(int64_t deadline)
+{
+	return deadline == IPC__NOW || (deadline != IPC__FOREVER && ipc__now() >= deadline);
+}
+
 int ipc__wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = {.fd = fd, .events = events};

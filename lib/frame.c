@@ -32,12 +32,14 @@ struct stream {
 	struct ipc_conn base;
 	const struct ipc__bstream_ops *ops;
 	void *ctx;
-	atomic_int owner; /* the process using it (0: the first to use it) */
+	atomic_int owner; /* ipc_pair end: the process using it (0: none yet);
+			   * -1: any process (ipc(7), "Fork and exec") */
 
 	/* receive side */
 	unsigned char *ib;
 	size_t ioff, ilen;
 	int hello_ok;
+	atomic_int hello_seen; /* the peer's hello was read: 1 ok, 2 refused */
 	int have_hdr;
 	uint32_t mlen;
 	unsigned char *big; /* message being assembled, mlen bytes */
@@ -122,7 +124,7 @@ struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, 
 	s->ops = ops;
 	s->ctx = ctx;
 	s->base.opt = *o;
-	atomic_init(&s->owner, (int)getpid());
+	atomic_init(&s->owner, -1);
 	pthread_mutex_init(&s->slock, NULL);
 	unsigned char hello[IPC__HELLO_LEN];
 	ipc__hello_encode(hello, IPC__HELLO_OK);
@@ -280,8 +282,12 @@ static int rx_header(struct stream *s, int64_t deadline)
 	if (!s->hello_ok) {
 		if (rx_need(s, IPC__HELLO_LEN, deadline) < 0)
 			return -1;
-		if (ipc__hello_check(s->ib + s->ioff) < 0)
+		if (ipc__hello_check(s->ib + s->ioff) < 0) {
+			if (errno == EACCES)
+				atomic_store_explicit(&s->hello_seen, 2, memory_order_relaxed);
 			return rx_end(s, errno); /* EPROTO, or EACCES: refused */
+		}
+		atomic_store_explicit(&s->hello_seen, 1, memory_order_relaxed);
 		rx_consume(s, IPC__HELLO_LEN);
 		s->hello_ok = 1;
 	}
@@ -433,11 +439,25 @@ ssize_t ipc__stream_recv_batch(struct ipc_conn *c, struct iovec *msgs, size_t n,
 
 /* ---- send ------------------------------------------------------------- */
 
+/* A peer gone before we read its hello may have refused us (ipc-wire(7)):
+ * its refusal hello is still queued for the receive side, which this
+ * looks at without taking it. */
+static int tx_refused(struct stream *s)
+{
+	int seen = atomic_load_explicit(&s->hello_seen, memory_order_relaxed);
+	if (seen || !s->ops->peek)
+		return seen == 2;
+	unsigned char h[IPC__HELLO_LEN];
+	return s->ops->peek(s->ctx, h, sizeof h) == (ssize_t)sizeof h && ipc__hello_check(h) < 0 && errno == EACCES;
+}
+
 static int tx_fail(struct stream *s, int err)
 {
 	if (err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN || err == ETIMEDOUT || err == EHOSTUNREACH ||
 	    err == ENETUNREACH || err == EHOSTDOWN || err == ENETDOWN)
 		err = EPIPE; /* the peer or the link is gone */
+	if (err == EPIPE && !s->serr && tx_refused(s))
+		err = EACCES;
 	if (!s->serr)
 		s->serr = err;
 	atomic_store_explicit(&s->pending, 0, memory_order_relaxed); /* can never move now */
@@ -779,7 +799,8 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 {
 	struct stream *s = S(c);
 	int rc = 0, err = 0;
-	if (atomic_load_explicit(&s->owner, memory_order_relaxed) != (int)getpid()) {
+	int owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+	if (owner != -1 && owner != (int)getpid()) {
 		stream_forget(s); /* no end-of-stream, no shutdown: not ours */
 		return 0;
 	}

@@ -214,6 +214,10 @@ int ipc__remaining_ms(int64_t deadline);
  * ETIMEDOUT.  Sets errno and returns -1. */
 int ipc__wouldblock(int64_t deadline);
 
+/* Has deadline passed?  Always for IPC__NOW, never for IPC__FOREVER (reads
+ * the clock only for a timed deadline). */
+int ipc__deadline_passed(int64_t deadline);
+
 /* Wait until fd reports any of events (POLLIN/POLLOUT) or an error/hangup,
  * or until deadline.  EINTR is retried with the remaining time.  Returns
  * the revents (> 0), or -1 with EAGAIN/ETIMEDOUT (deadline) or the poll
@@ -350,6 +354,12 @@ struct ipc__bstream_ops {
 	 * it cannot tell cheaply. */
 	int (*peer_ended)(void *ctx);
 
+	/* Optional: copy up to n bytes the receive side has not read yet,
+	 * without taking them and without waiting.  Returns the count or -1.
+	 * Called by the send path only once the peer is gone, to tell a
+	 * refusal from a close; it must not disturb a concurrent read. */
+	ssize_t (*peek)(void *ctx, void *buf, size_t n);
+
 	/* End our direction after everything written so far (FIN,
 	 * close_notify).  0 or -1 (ignored by frame.c). */
 	int (*shutdown_write)(void *ctx);
@@ -377,12 +387,13 @@ struct ipc__bstream_ops {
 struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, const struct ipc_options *o);
 
 /*
- * A stream connection belongs to the process that made it: ipc_close in
- * any other process (a copy inherited through fork) only releases that
- * process's memory and descriptors, without the end-of-stream frame or a
- * shutdown that would end the owner's connection.  ipc__stream_disown()
- * (ipc_pair, before the fork) leaves it to the first process that sends,
- * receives or polls on it; closed unused, it is just released.
+ * ipc_pair ends are made to be split by a fork: ipc__stream_disown() makes
+ * an end belong to the first process that sends, receives or polls on it;
+ * ipc_close in any other process (one that inherited it unused) only
+ * releases that process's memory and descriptors, without the
+ * end-of-stream frame or a shutdown that would end the user's connection.
+ * Other connections are closed fully by whoever closes them (ipc(7):
+ * after fork only one process may use or close a handle).
  */
 void ipc__stream_disown(struct ipc_conn *c);
 

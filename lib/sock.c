@@ -114,6 +114,15 @@ static int ss_peer_ended(void *ctx)
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
+static ssize_t ss_peek(void *ctx, void *buf, size_t n)
+{
+	ssize_t r;
+	do
+		r = recv(((struct sock_stream *)ctx)->fd, buf, n, MSG_PEEK | MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
 static int ss_shutdown_write(void *ctx)
 {
 	return shutdown(((struct sock_stream *)ctx)->fd, SHUT_WR);
@@ -147,6 +156,7 @@ static const struct ipc__bstream_ops sock_stream_ops = {
 	.wait = ss_wait,
 	.poll_events = ss_poll_events,
 	.peer_ended = ss_peer_ended,
+	.peek = ss_peek,
 	.shutdown_write = ss_shutdown_write,
 	.peer_cred = ss_peer_cred,
 	.fd = ss_fd,

@@ -4,7 +4,13 @@
  * a socket pair, and who may talk to whom on unix (kernel credentials on
  * both sides). */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <grp.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -390,4 +396,65 @@ TEST(stream_wire_close_bytes)
 	CHECKF(n == sizeof want && !memcmp(got, want, n), "%zu bytes on the wire, want %zu", n, sizeof want);
 	close(fd);
 	close(lfd);
+}
+
+/* Issue 12: name resolution is bounded by connect_timeout_ms.  In a
+ * private network and mount namespace, the resolver is a UDP socket that
+ * never answers (glibc would wait 2 x 5 s); connect must give up with
+ * ETIMEDOUT at the 300 ms timeout. */
+TEST(tcp_resolve_bounded)
+{
+	TEST_TIMEOUT(60);
+	if (geteuid() != 0)
+		SKIP("needs root for a private network and mount namespace");
+	char conf[300];
+	snprintf(conf, sizeof conf, "%s/resolv.conf", t_tmpdir());
+	FILE *f = fopen(conf, "w");
+	CHECK(f != NULL);
+	fprintf(f, "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n");
+	fclose(f);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNET | CLONE_NEWNS) < 0)
+			_exit(100); /* not allowed here: skipped */
+		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount(conf, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0)
+			_exit(101);
+		int s = socket(AF_INET, SOCK_DGRAM, 0);
+		struct ifreq ifr = {0};
+		snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+		if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+			_exit(102);
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+			_exit(103);
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		int dns = socket(AF_INET, SOCK_DGRAM, 0); /* takes queries, never answers */
+		if (dns < 0 || bind(dns, (struct sockaddr *)&sa, sizeof sa) < 0)
+			_exit(104);
+		struct ipc_options o;
+		ipc_options_init(&o);
+		o.connect_timeout_ms = 300;
+		int64_t t0 = t_now_ms();
+		ipc_conn *c = ipc_connect("tcp:libipc-test.invalid:80", &o);
+		int e = errno;
+		int64_t dt = t_now_ms() - t0;
+		printf("connect to an unresolvable name: %s after %lld ms\n", c ? "connected" : strerror(e),
+		       (long long)dt);
+		fflush(NULL);
+		if (c)
+			_exit(105);
+		if (dt >= 2000)
+			_exit(106);
+		_exit(e == ETIMEDOUT ? 0 : 107);
+	}
+	int st = t_wait(pid);
+	CHECKF(WIFEXITED(st), "child status %#x", st);
+	if (WEXITSTATUS(st) == 100)
+		SKIP("unshare(CLONE_NEWNET|CLONE_NEWNS) not permitted");
+	CHECKF(WEXITSTATUS(st) == 0, "child exit %d (101-104 setup, 105 connected, 106 took >= 2 s, 107 not ETIMEDOUT)",
+	       WEXITSTATUS(st));
 }
