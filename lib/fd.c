@@ -80,6 +80,13 @@ int ipc__wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
+void ipc__sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 void ipc__close_fd(int fd)
 {
 	int e = errno;

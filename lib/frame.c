@@ -209,6 +209,24 @@ static int rx_end(struct stream *s, int err)
 	return rx_fail(s, err);
 }
 
+/* The receive error for a broken stream: the peer died (ECONNRESET),
+ * unless the stream says more: no memory, or a secure stream's own
+ * verdict (ipc-tls(7): EPROTO, EKEYREJECTED, EKEYEXPIRED, ECONNABORTED). */
+static int rx_stream_errno(int e)
+{
+	switch (e) {
+	case ENOMEM:
+	case ENOBUFS:
+	case EPROTO:
+	case EKEYREJECTED:
+	case EKEYEXPIRED:
+	case ECONNABORTED:
+		return e;
+	default:
+		return ECONNRESET;
+	}
+}
+
 /* One read into dst (up to n bytes).  Returns bytes read (> 0), or -1:
  * EAGAIN/ETIMEDOUT (nothing there by deadline), ECONNRESET (sticky). */
 static ssize_t rx_read(struct stream *s, void *dst, size_t n, int64_t deadline)
@@ -222,7 +240,7 @@ static ssize_t rx_read(struct stream *s, void *dst, size_t n, int64_t deadline)
 		if (r == 0) /* no end-of-stream frame: the peer died */
 			return rx_end(s, ECONNRESET);
 		if (errno != EAGAIN)
-			return rx_end(s, errno == ENOMEM || errno == ENOBUFS ? errno : ECONNRESET);
+			return rx_end(s, rx_stream_errno(errno));
 		if (rx_wait(s, deadline) < 0)
 			return -1;
 	}
@@ -753,6 +771,11 @@ int ipc__stream_conn_ready(struct ipc_conn *c, int events, short *pollev)
 	if (!ready && wait_dirs)
 		*pollev = s->ops->poll_events(s->ctx, wait_dirs);
 	return ready;
+}
+
+void *ipc__stream_ctx(const struct ipc_conn *c)
+{
+	return ((const struct stream *)c)->ctx;
 }
 
 int ipc__stream_peer_cred(const struct ipc_conn *c, struct ipc_cred *cred)

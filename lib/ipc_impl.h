@@ -189,6 +189,10 @@ struct ipc__transport {
 	/* Flush held data until linger_deadline, then release everything and
 	 * free c.  Returns 0, or -1 (errno) if held data was dropped. */
 	int (*close)(struct ipc_conn *c, int64_t linger_deadline);
+
+	/* Optional: the peer's verified certificate, as ipc_conn_peer_cert(3)
+	 * (what already checked).  Errors: ENOENT, ENOTCONN, ENOSPC. */
+	int (*peer_cert)(const struct ipc_conn *c, int what, char *buf, size_t len);
 };
 
 /* The scheme table (core.c), NULL-terminated, in registration order. */
@@ -220,6 +224,9 @@ int ipc__deadline_passed(int64_t deadline);
  * error. */
 int ipc__wait_fd(int fd, short events, int64_t deadline);
 
+/* Sleep ms milliseconds (EINTR: sleeps the rest). */
+void ipc__sleep_ms(int ms);
+
 /* close(2) that keeps errno. */
 void ipc__close_fd(int fd);
 
@@ -236,6 +243,14 @@ int ipc__format(char *buf, size_t len, const char *fmt, ...)
 /* Fill buf with n random bytes (getrandom, never blocks once the system
  * pool is initialised).  0 or -1. */
 int ipc__random(void *buf, size_t n);
+
+/* ---- detail.c: why a call failed, for a person ----------------------- */
+
+/* Set this thread's ipc_error_detail(3) sentence (printf format; never
+ * fails: a long sentence is cut) / clear it (ipc_listen, ipc_connect and
+ * ipc_accept start with it clear). */
+void ipc__detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ipc__detail_clear(void);
 
 /* ---- access.c: the one access rule of the local transports ---------- */
 
@@ -387,6 +402,9 @@ struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, 
  */
 void ipc__stream_disown(struct ipc_conn *c);
 
+/* The ctx a connection made by ipc__stream_new() was given. */
+void *ipc__stream_ctx(const struct ipc_conn *c);
+
 /* Connection slots shared by every transport that uses the framing layer. */
 #define IPC__STREAM_CONN_SLOTS                              \
 	.send = ipc__stream_send,                           \
@@ -485,6 +503,19 @@ int ipc__sock_listener_addr(const struct ipc_listener *l, char *buf, size_t len)
 int ipc__sock_listener_fd(const struct ipc_listener *l);
 int ipc__sock_listener_ready(struct ipc_listener *l, int events, short *pollev);
 void ipc__sock_listener_close(struct ipc_listener *l);
+
+/* ---- tcp.c: tcp sockets for tcp: and tls: ----------------------------- */
+
+/* A listening tcp socket (non-blocking, CLOEXEC) on host:port of name;
+ * its bound address, as "scheme:host:port", goes to addr.  fd or -1. */
+int ipc__tcp_listen_fd(const char *name, const char *scheme, char *addr, size_t addrcap);
+
+/* A tcp socket connected to host:port of name by deadline (left
+ * non-blocking).  fd or -1 (ECONNREFUSED, EHOSTUNREACH, ETIMEDOUT...). */
+int ipc__tcp_connect_fd(const char *name, int64_t deadline);
+
+/* No delay; keep-alive and TCP_USER_TIMEOUT per o (ipc_options_init(3)). */
+void ipc__tcp_tune(int fd, const struct ipc_options *o);
 
 /* Non-blocking connect of fd to sa, waiting until deadline.  0 or -1. */
 int ipc__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen, int64_t deadline);

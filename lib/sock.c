@@ -171,19 +171,6 @@ static const struct ipc__bstream_ops sock_stream_ops = {
 	.close = ss_close,
 };
 
-/* tcp: no delay; a silently dead link or host is noticed. */
-static void tcp_tune(int fd)
-{
-	int one = 1, idle = 30, intvl = 5, cnt = 4;
-	unsigned user_timeout = 60000;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
-}
-
 struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_unix)
 {
 	struct sock_stream *ss = malloc(sizeof *ss);
@@ -193,7 +180,7 @@ struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_
 		return NULL;
 	}
 	if (!is_unix)
-		tcp_tune(fd);
+		ipc__tcp_tune(fd, o); /* a silently dead link or host is noticed */
 	*ss = (struct sock_stream){.fd = fd, .is_unix = is_unix};
 	return ipc__stream_new(&sock_stream_ops, ss, o);
 }

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,28 +167,25 @@ static struct addrinfo *tcp_resolve(const char *name, int passive, int64_t deadl
 	return res;
 }
 
-static int tcp_format(char *buf, size_t len, const struct sockaddr *sa)
+static int tcp_format(char *buf, size_t len, const char *scheme, const struct sockaddr *sa)
 {
 	char h[INET6_ADDRSTRLEN];
 	if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
 		inet_ntop(AF_INET6, &s6->sin6_addr, h, sizeof h);
-		return ipc__format(buf, len, "tcp:[%s]:%u", h, ntohs(s6->sin6_port));
+		return ipc__format(buf, len, "%s:[%s]:%u", scheme, h, ntohs(s6->sin6_port));
 	}
 	const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
 	inet_ntop(AF_INET, &s4->sin_addr, h, sizeof h);
-	return ipc__format(buf, len, "tcp:%s:%u", h, ntohs(s4->sin_port));
+	return ipc__format(buf, len, "%s:%s:%u", scheme, h, ntohs(s4->sin_port));
 }
 
-static struct ipc_listener *tcp_listen(const char *name, const struct ipc_options *o)
+int ipc__tcp_listen_fd(const char *name, const char *scheme, char *addr, size_t addrcap)
 {
-	struct ipc__sock_listener *l = NULL;
 	int fd = -1, one = 1, zero = 0, err = EADDRNOTAVAIL;
 	struct addrinfo *res = tcp_resolve(name, 1, IPC__FOREVER);
 	if (!res)
-		return NULL;
-	if (!(l = calloc(1, sizeof *l)))
-		goto fail;
+		return -1;
 	for (struct addrinfo *a = res; a; a = a->ai_next) {
 		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0) {
@@ -203,38 +201,27 @@ static struct ipc_listener *tcp_listen(const char *name, const struct ipc_option
 		close(fd);
 		fd = -1;
 	}
+	freeaddrinfo(res);
 	if (fd < 0) {
 		errno = err;
-		goto fail;
+		return -1;
 	}
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    tcp_format(l->addr, sizeof l->addr, (struct sockaddr *)&ss) < 0)
-		goto fail;
-	l->fd = fd;
-	l->epfd = l->tfd = -1;
-	if (ipc__sock_listener_init(l) < 0)
-		goto fail;
-	freeaddrinfo(res);
-	return &l->base;
-fail:
-	ipc__close_fd(fd);
-	free(l);
-	{
-		int e = errno;
-		freeaddrinfo(res);
-		errno = e;
+	    tcp_format(addr, addrcap, scheme, (struct sockaddr *)&ss) < 0) {
+		ipc__close_fd(fd);
+		return -1;
 	}
-	return NULL;
+	return fd;
 }
 
-static struct ipc_conn *tcp_connect(const char *name, const struct ipc_options *o, int64_t deadline)
+int ipc__tcp_connect_fd(const char *name, int64_t deadline)
 {
 	int fd = -1, err = ECONNREFUSED;
 	struct addrinfo *res = tcp_resolve(name, 0, deadline);
 	if (!res)
-		return NULL;
+		return -1;
 	for (struct addrinfo *a = res; a; a = a->ai_next) {
 		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0) {
@@ -250,10 +237,47 @@ static struct ipc_conn *tcp_connect(const char *name, const struct ipc_options *
 			break; /* the whole call is bounded, not each address */
 	}
 	freeaddrinfo(res);
-	if (fd < 0) {
+	if (fd < 0)
 		errno = err;
+	return fd;
+}
+
+void ipc__tcp_tune(int fd, const struct ipc_options *o)
+{
+	int one = 1, zero = 0;
+	unsigned user_timeout = (unsigned)o->user_timeout_ms;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (o->keepalive_idle_s > 0) {
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &o->keepalive_idle_s, sizeof(int));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &o->keepalive_interval_s, sizeof(int));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &o->keepalive_count, sizeof(int));
+	} else {
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &zero, sizeof zero);
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
+static struct ipc_listener *tcp_listen(const char *name, const struct ipc_options *o)
+{
+	struct ipc__sock_listener *l = calloc(1, sizeof *l);
+	if (!l)
+		return NULL;
+	l->epfd = l->tfd = -1;
+	l->fd = ipc__tcp_listen_fd(name, "tcp", l->addr, sizeof l->addr);
+	if (l->fd < 0 || ipc__sock_listener_init(l) < 0) {
+		ipc__close_fd(l->fd);
+		free(l);
 		return NULL;
 	}
+	return &l->base;
+}
+
+static struct ipc_conn *tcp_connect(const char *name, const struct ipc_options *o, int64_t deadline)
+{
+	int fd = ipc__tcp_connect_fd(name, deadline);
+	if (fd < 0)
+		return NULL;
 	return ipc__sock_conn_new(fd, o, 0);
 }
 

@@ -197,7 +197,7 @@ CTEST(addr_listener_reports_bound)
 	CHECK(n > 0 && (size_t)n == strlen(bound));
 	size_t sl = strlen(scheme);
 	CHECKF(strncmp(bound, scheme, sl) == 0 && bound[sl] == ':', "bound address %s", bound);
-	if (!strcmp(scheme, "tcp"))
+	if (t_is_inet(scheme))
 		CHECKF(port_of(bound) > 0 && port_of(bound) < 65536, "tcp port 0 not resolved: %s", bound);
 	else
 		CHECKF(!strcmp(bound, a), "asked %s, reported %s", a, bound);
@@ -1861,7 +1861,7 @@ CTEST(peer_credentials)
 	t_pair(scheme, NULL, &s, &c);
 	struct ipc_cred cr;
 	CHECK_FAILS(ipc_conn_peer_cred(s, NULL), EINVAL);
-	if (!strcmp(scheme, "tcp")) {
+	if (t_is_inet(scheme)) {
 		CHECK_FAILS(ipc_conn_peer_cred(s, &cr), EOPNOTSUPP);
 		CHECK_FAILS(ipc_conn_peer_cred(c, &cr), EOPNOTSUPP);
 		ipc_close(s);

@@ -254,6 +254,11 @@ int main(int argc, char **argv)
 		}
 	}
 
+	/* tls: a test CA and certificates for the whole run (util.c) */
+	for (const struct ipc__transport *const *tp = ipc__transports; *tp; tp++)
+		if (!strcmp((*tp)->scheme, "tls") && n)
+			t_tls_setup();
+
 	int passed = 0, failed = 0, skipped = 0;
 	size_t next = 0, running = 0;
 	struct job **slots = calloc((size_t)jobs, sizeof *slots);
@@ -308,5 +313,6 @@ int main(int argc, char **argv)
 		printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	else
 		printf("%d passed, %d failed\n", passed, failed);
+	t_tls_cleanup();
 	return failed ? 1 : 0;
 }

@@ -27,7 +27,7 @@ static const unsigned char EOS[4] = {0xff, 0xff, 0xff, 0xff}; /* orderly close *
 
 static int is_stream(const char *s)
 {
-	return !strcmp(s, "unix") || !strcmp(s, "tcp");
+	return !strcmp(s, "unix") || t_is_inet(s);
 }
 
 static void put32(unsigned char *p, uint32_t v)
@@ -55,7 +55,7 @@ static socklen_t raw_sockaddr(const char *bound, struct sockaddr_storage *ss)
 		}
 		return (socklen_t)sizeof *su;
 	}
-	CHECKF(!strncmp(bound, "tcp:", 4), "%s", bound);
+	CHECKF(!strncmp(bound, "tcp:", 4) || !strncmp(bound, "tls:", 4), "%s", bound);
 	char host[64];
 	const char *colon = strrchr(bound, ':');
 	CHECK(colon && (size_t)(colon - bound - 4) < sizeof host);
@@ -71,6 +71,8 @@ static socklen_t raw_sockaddr(const char *bound, struct sockaddr_storage *ss)
 /* A plain socket connected to bound (blocking unless nonblock). */
 static int raw_connect(const char *bound, int nonblock)
 {
+	if (!strncmp(bound, "tls:", 4) && !nonblock)
+		return t_tls_raw_connect(bound); /* raw bytes inside TLS */
 	struct sockaddr_storage ss;
 	socklen_t len = raw_sockaddr(bound, &ss);
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
@@ -327,13 +329,21 @@ STEST(hostile_truncated)
 	memcpy(b, HELLO, 8);
 	put32(b + 8, 100);
 	memset(b + 12, 'x', 50);
-	/* gone before a whole hello: never a connection (accept skips it) */
+	/* gone before a whole hello: never a connection (accept skips it);
+	 * tls: a connection once its TLS handshake is answered (ipc-tls(7)),
+	 * whose first receive reports the death */
 	for (size_t n = 0; n < 8; n += 3) {
 		int fd = raw_connect(e.bound, 0);
 		raw_write(fd, b, n);
 		close(fd);
 		t_sleep_ms(20);
-		CHECK_FAILS(ipc_accept(e.l, IPC_DONTWAIT), EAGAIN);
+		ipc_conn *g = !strcmp(scheme, "tls") ? env_accept(&e) : ipc_accept(e.l, IPC_DONTWAIT);
+		if (g && !strcmp(scheme, "tls")) {
+			expect_recv_err(g, ECONNRESET);
+			ipc_close(g);
+			continue;
+		}
+		CHECKF(!g && errno == EAGAIN, "accept: %s", g ? "a connection" : strerror(errno));
 	}
 	hostile_bytes(&e, b, 10, 1, ECONNRESET);         /* part of a header */
 	hostile_bytes(&e, b, sizeof b, 1, ECONNRESET);   /* part of a payload */
@@ -446,7 +456,8 @@ CTEST(hostile_silent_peer)
 	int fd = -1;
 	ipc_conn *quiet_c = NULL;
 	if (is_stream(scheme)) {
-		int mute = raw_connect(e.bound, 0); /* not even a hello */
+		/* not even a hello (tls: not even a TLS ClientHello) */
+		int mute = raw_connect(e.bound, !strcmp(scheme, "tls"));
 		CHECK_FAILS(ipc_accept(e.l, IPC_DONTWAIT), EAGAIN);
 		env_serves(&e);
 		close(mute);
@@ -465,7 +476,7 @@ CTEST(hostile_silent_peer)
 	CHECK_FAILS(ipc_recv(quiet, buf, sizeof buf, IPC_DONTWAIT), EAGAIN);
 	/* a second silent peer while the first is still there */
 	if (is_stream(scheme)) {
-		int fd2 = raw_connect(e.bound, 0);
+		int fd2 = raw_connect(e.bound, !strcmp(scheme, "tls")); /* tls: no ClientHello */
 		env_serves(&e);
 		close(fd2); /* gone before its hello: never a connection */
 		t_sleep_ms(20);
@@ -751,7 +762,7 @@ STEST(hostile_random_garbage)
 		int fd = raw_connect(e.bound, 0);
 		raw_write(fd, b, n);
 		shutdown(fd, SHUT_WR);
-		if (n < 8) { /* ended before a whole hello: never a connection */
+		if (n < 8 && strcmp(scheme, "tls")) { /* ended before a whole hello: never a connection */
 			close(fd);
 			continue;
 		}

@@ -28,8 +28,8 @@ const char *t_addr(const char *scheme)
 	unsigned n = ++counter;
 	if (!strcmp(scheme, "unix"))
 		snprintf(a, IPC_ADDR_MAX + 1, "unix:%s/s%u.sock", t_tmpdir(), n);
-	else if (!strcmp(scheme, "tcp"))
-		snprintf(a, IPC_ADDR_MAX + 1, "tcp:127.0.0.1:0");
+	else if (!strcmp(scheme, "tcp") || !strcmp(scheme, "tls"))
+		snprintf(a, IPC_ADDR_MAX + 1, "%s:127.0.0.1:0", scheme);
 	else if (!strcmp(scheme, "mq"))
 		snprintf(a, IPC_ADDR_MAX + 1, "mq:/ipct-%d-%u-%s", (int)getpid(), n, strrchr(t_tmpdir(), '.') + 1);
 	else
@@ -234,6 +234,11 @@ void t_sleep_ms(int ms)
 		;
 }
 
+int t_is_inet(const char *scheme)
+{
+	return !strcmp(scheme, "tcp") || !strcmp(scheme, "tls");
+}
+
 ipc_conn *t_accept(ipc_listener *l)
 {
 	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
@@ -253,4 +258,61 @@ void t_need_mqdir(void)
 	mkdir("/dev/mqueue", 0755);
 	if (mount("none", "/dev/mqueue", "mqueue", 0, NULL) < 0 && t_dir_count("/dev/mqueue") < 0)
 		SKIP("cannot mount the mqueue filesystem");
+}
+
+/* ---- tls: a test CA for the whole run --------------------------------- */
+
+int t_tls_make_cert(const char *dir, const char *name, const char *cn, const char *san, const char *days)
+{
+	return t_sh("cd '%s' && printf 'subjectAltName=%s\\nbasicConstraints=CA:FALSE\\n' >%s.ext && "
+		    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s.key -out %s.csr "
+		    "-subj '/CN=%s' >/dev/null 2>&1 && "
+		    "openssl x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem %s "
+		    "-extfile %s.ext >/dev/null 2>&1",
+		    dir, san, name, name, name, cn, name, name, days, name);
+}
+
+int t_tls_make_ca(const char *dir)
+{
+	return t_sh("cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		    "-keyout ca.key -out ca.pem -days 2 -subj '/CN=libipc test CA' "
+		    "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign "
+		    ">/dev/null 2>&1",
+		    dir);
+}
+
+static char tls_dir[64];
+
+void t_tls_setup(void)
+{
+	snprintf(tls_dir, sizeof tls_dir, "/tmp/ipct-tls.XXXXXX");
+	if (!mkdtemp(tls_dir) || t_tls_make_ca(tls_dir) != 0 ||
+	    t_tls_make_cert(tls_dir, "server", "localhost", "DNS:localhost,IP:127.0.0.1,IP:::1", "-days 2") != 0 ||
+	    t_tls_make_cert(tls_dir, "client", "libipc test client", "DNS:client.test,email:client@test",
+			    "-days 2") != 0) {
+		fprintf(stderr, "note: no openssl command: the tls tests will be skipped\n");
+		t_sh("rm -rf '%s'", tls_dir);
+		tls_dir[0] = '\0';
+		return;
+	}
+	char p[128];
+	setenv("IPC_TEST_TLS_DIR", tls_dir, 1);
+	snprintf(p, sizeof p, "%s/ca.pem", tls_dir);
+	setenv("SSL_CERT_FILE", p, 1); /* the clients' default trust */
+	snprintf(p, sizeof p, "%s/server.pem", tls_dir);
+	setenv("IPC_TLS_CERT_FILE", p, 1); /* the listeners' default identity */
+	snprintf(p, sizeof p, "%s/server.key", tls_dir);
+	setenv("IPC_TLS_KEY_FILE", p, 1);
+}
+
+void t_tls_cleanup(void)
+{
+	if (tls_dir[0])
+		t_sh("rm -rf '%s'", tls_dir);
+}
+
+const char *t_tls_dir(void)
+{
+	const char *d = getenv("IPC_TEST_TLS_DIR");
+	return d && *d ? d : NULL;
 }
