@@ -843,7 +843,9 @@ int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
 	unsigned char junk[4096];
 	size_t need = close_wait_hello(s);
 	for (int i = 0; i < 256; i++) {
-		ssize_t r = s->ops->read(s->ctx, junk, sizeof junk, need ? linger_deadline : IPC__NOW);
+		ssize_t r = s->ops->read(s->ctx, junk, sizeof junk, IPC__NOW);
+		if (r < 0 && errno == EAGAIN && need && s->ops->wait(s->ctx, IPC__BS_READ, linger_deadline) >= 0)
+			continue;
 		if (r <= 0)
 			break;
 		need = (size_t)r >= need ? 0 : need - (size_t)r;

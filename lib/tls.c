@@ -509,12 +509,21 @@ static void tls_close(void *ctx)
 	tls_stream_free(ctx);
 }
 
+/* Over TCP: records reaching our closed socket reset the connection and
+ * destroy what the peer has not read (frame.c waits for its hello). */
+static int tls_lossy_close(void *ctx)
+{
+	(void)ctx;
+	return 1;
+}
+
 static const struct ipc__bstream_ops tls_stream_ops = {
 	.read = tls_read,
 	.writev = tls_writev,
 	.wait = tls_wait,
 	.poll_events = tls_poll_events,
 	.peer_ended = tls_peer_ended,
+	.lossy_close = tls_lossy_close,
 	.shutdown_write = tls_shutdown_write,
 	.peer_cred = tls_peer_cred,
 	.fd = tls_fd,
