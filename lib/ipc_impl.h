@@ -464,7 +464,7 @@ struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_
 
 /* A listener over one listening socket (unix, tcp).  Transports allocate
  * it with calloc, call ipc__sock_listener_init(), and fill fd, is_unix,
- * addr (and path/dev/ino for a socket file to remove at close).
+ * addr (and path/dev/ino/dirfd for a socket file to remove at close).
  * Accepted sockets wait in a pending set (watched by an epoll descriptor,
  * the listener's readiness descriptor) until the peer's whole hello has
  * arrived: a peer that closes or resets before its hello (a liveness
@@ -491,6 +491,7 @@ struct ipc__sock_listener {
 	char path[108];           /* unix path to unlink at close, or "" */
 	dev_t dev;                /* identity of the socket file we made */
 	ino_t ino;
+	int dirfd;                /* path's directory (O_PATH) when path[0] */
 };
 
 /* Make the epoll and timer descriptors (l->fd set and listening; on

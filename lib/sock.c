@@ -2,6 +2,7 @@
  * listener over one listening socket (unix, tcp). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -429,10 +430,16 @@ void ipc__sock_listener_close(struct ipc_listener *base)
 {
 	struct ipc__sock_listener *l = (struct ipc__sock_listener *)base;
 	struct stat st;
-	/* remove the socket file only if it is still the one we made */
-	if (l->path[0] && lstat(l->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == l->dev &&
-	    st.st_ino == l->ino)
-		unlink(l->path);
+	/* remove the socket file only if it is still the one we made, by
+	 * name in the directory we made it in (never a path resolved anew) */
+	if (l->path[0]) {
+		const char *slash = strrchr(l->path, '/');
+		const char *base = slash ? slash + 1 : l->path;
+		if (fstatat(l->dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
+		    st.st_dev == l->dev && st.st_ino == l->ino)
+			unlinkat(l->dirfd, base, 0);
+		close(l->dirfd);
+	}
 	for (int i = 0; i < l->npend; i++)
 		close(l->pend[i]);
 	for (int i = 0; i < l->nready; i++)

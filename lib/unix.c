@@ -1,6 +1,7 @@
 /* unix.c - unix:/path and unix:@abstract stream sockets. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,33 +55,106 @@ static int unix_alive(const char *path)
 	return alive;
 }
 
-/* A private name in the directory of path: "<dir>/.ipc-<12 hex>". */
-static int unix_tmpname(const char *path, char *out, size_t cap)
+/* A fresh random name "<prefix><12 hex>" (a basename). */
+static int unix_randname(const char *prefix, char *out, size_t cap)
 {
 	unsigned char r[6];
-	const char *slash = strrchr(path, '/');
-	int dirlen = slash ? (int)(slash - path + 1) : 0;
 	if (ipc__random(r, sizeof r) < 0)
 		return -1;
-	return ipc__format(out, cap, "%.*s.ipc-%02x%02x%02x%02x%02x%02x", dirlen, path, r[0], r[1], r[2], r[3],
-			   r[4], r[5]);
+	return ipc__format(out, cap, "%s%02x%02x%02x%02x%02x%02x", prefix, r[0], r[1], r[2], r[3], r[4], r[5]);
 }
 
-/* Remove a dead listener's socket file at path, whose identity st we saw
- * dead: move it aside, and remove it only if it is still that file (a
- * live listener may have taken the name meanwhile: put that one back). */
-static void unix_reclaim(const char *path, const struct stat *st)
+/*
+ * A path socket is created where nobody else can touch it: in a private
+ * directory we make next to the target (mode 0700, checked by fstat on our
+ * own descriptor: nobody else can make a directory owned by us), bound,
+ * moded and listening there through /proc/self/fd/<dirfd>/s, then linked
+ * into place with linkat(2), which never replaces anything.  Every
+ * operation goes through descriptors of the parent and private directories:
+ * a local attacker who can write the parent can rename or replace names in
+ * it, but can never make us chmod or link a file that is not ours, nor
+ * unlink a name it could not unlink itself (at worst our emptied private
+ * directory is left behind, or an empty one of its own is removed).
+ */
+struct unix_spot {
+	int pfd;          /* the target's directory (O_PATH) */
+	const char *base; /* the target's name in it */
+	int dfd;          /* our private directory, or -1 */
+	char dname[32];   /* its name in pfd */
+};
+
+/* Open the parent of path and make our private directory in it. */
+static int unix_spot_open(struct unix_spot *s, const char *path)
 {
-	char aside[sizeof ((struct sockaddr_un *)0)->sun_path];
+	char dir[sizeof ((struct sockaddr_un *)0)->sun_path];
+	const char *slash = strrchr(path, '/');
+	struct stat st;
+	s->dfd = -1;
+	s->base = slash ? slash + 1 : path;
+	if (ipc__format(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".") < 0)
+		return -1;
+	s->pfd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (s->pfd < 0)
+		return -1;
+	for (int tries = 0;; tries++) {
+		if (unix_randname(".ipc-", s->dname, sizeof s->dname) < 0)
+			goto fail;
+		if (mkdirat(s->pfd, s->dname, 0700) == 0)
+			break;
+		if (errno != EEXIST || tries == 8)
+			goto fail;
+	}
+	s->dfd = openat(s->pfd, s->dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (s->dfd < 0 || fstat(s->dfd, &st) < 0)
+		goto fail_dir;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
+		errno = EPERM; /* replaced under us */
+		goto fail_dir;
+	}
+	return 0;
+fail_dir:
+	if (s->dfd >= 0) {
+		ipc__close_fd(s->dfd);
+		s->dfd = -1;
+	}
+	{
+		int e = errno;
+		unlinkat(s->pfd, s->dname, AT_REMOVEDIR); /* empty only: never data */
+		errno = e;
+	}
+fail:
+	ipc__close_fd(s->pfd);
+	return -1;
+}
+
+/* Remove our socket name and private directory (s->pfd stays open);
+ * keeps errno. */
+static void unix_spot_drop(struct unix_spot *s)
+{
+	int e = errno;
+	unlinkat(s->dfd, "s", 0);
+	ipc__close_fd(s->dfd);
+	unlinkat(s->pfd, s->dname, AT_REMOVEDIR);
+	errno = e;
+}
+
+/* Remove a dead listener's socket file base in pfd, whose identity st we
+ * saw dead: move it aside, and remove it only if it is still that file (a
+ * live listener may have taken the name meanwhile: put that one back).
+ * unlinkat only ever removes a name in pfd, which follows no link. */
+static void unix_reclaim(int pfd, const char *base, const struct stat *st)
+{
+	char aside[32];
 	struct stat st2;
-	if (unix_tmpname(path, aside, sizeof aside) < 0 || rename(path, aside) < 0)
+	if (unix_randname(".ipc-", aside, sizeof aside) < 0 || renameat2(pfd, base, pfd, aside, RENAME_NOREPLACE) < 0)
 		return; /* e.g. ENOENT: another listener reclaimed it first */
-	if (lstat(aside, &st2) == 0 && st2.st_dev == st->st_dev && st2.st_ino == st->st_ino) {
-		unlink(aside);
+	if (fstatat(pfd, aside, &st2, AT_SYMLINK_NOFOLLOW) == 0 && st2.st_dev == st->st_dev &&
+	    st2.st_ino == st->st_ino) {
+		unlinkat(pfd, aside, 0);
 		return;
 	}
-	if (link(aside, path) == 0 || errno == EEXIST)
-		unlink(aside);
+	if (linkat(pfd, aside, pfd, base, 0) == 0 || errno == EEXIST)
+		unlinkat(pfd, aside, 0);
 }
 
 enum unix_place {
@@ -89,50 +163,53 @@ enum unix_place {
 	PLACE_ERROR, /* errno */
 };
 
-/* Put the listening socket bound at tmp into place at path with link(2),
+/* Put the listening socket "s" of s->dfd into place at path with linkat(2),
  * which never replaces anything: of two listeners racing for one path,
  * exactly one wins.  A stale socket file is reclaimed, a few rounds. */
-static enum unix_place unix_place(const char *tmp, const char *path)
+static enum unix_place unix_place(struct unix_spot *s, const char *path)
 {
 	for (int round = 0; round < 8; round++) {
 		struct stat st;
-		if (link(tmp, path) == 0)
+		if (linkat(s->dfd, "s", s->pfd, s->base, 0) == 0)
 			return PLACE_DONE;
 		if (errno != EEXIST)
 			return PLACE_ERROR;
-		if (lstat(path, &st) < 0) {
+		if (fstatat(s->pfd, s->base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT)
 				continue; /* gone meanwhile: try again */
 			return PLACE_ERROR;
 		}
 		if (!S_ISSOCK(st.st_mode) || unix_alive(path))
 			return PLACE_BUSY;
-		unix_reclaim(path, &st);
+		unix_reclaim(s->pfd, s->base, &st);
 	}
 	return PLACE_BUSY;
 }
 
-static int unix_bind_listen(int fd, const char *name, unsigned mode, struct stat *st)
+/* Bind fd as "s" in our private directory, set its mode (nobody can
+ * connect before listen(), and nobody else can write the directory, so
+ * "s" is our socket), record its identity and listen. */
+static int unix_spot_listen(int fd, struct unix_spot *s, unsigned mode, struct stat *st)
+{
+	struct sockaddr_un sa;
+	socklen_t salen;
+	char via[64];
+	if (ipc__format(via, sizeof via, "/proc/self/fd/%d/s", s->dfd) < 0 || unix_sockaddr(via, &sa, &salen) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, salen) < 0)
+		return -1;
+	if (fchmodat(s->dfd, "s", mode, 0) < 0 || fstatat(s->dfd, "s", st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	return listen(fd, SOMAXCONN);
+}
+
+/* An abstract name: no file, no mode (access is checked on accept). */
+static int unix_abstract_listen(int fd, const char *name)
 {
 	struct sockaddr_un sa;
 	socklen_t salen;
 	if (unix_sockaddr(name, &sa, &salen) < 0 || bind(fd, (struct sockaddr *)&sa, salen) < 0)
 		return -1;
-	/* nobody can connect before listen(), so the mode is set in time */
-	if (name[0] != '@' && (chmod(name, mode) < 0 || lstat(name, st) < 0)) {
-		int e = errno;
-		unlink(name);
-		errno = e;
-		return -1;
-	}
-	if (listen(fd, SOMAXCONN) < 0) {
-		int e = errno;
-		if (name[0] != '@')
-			unlink(name);
-		errno = e;
-		return -1;
-	}
-	return 0;
+	return listen(fd, SOMAXCONN);
 }
 
 static struct ipc_listener *unix_listen(const char *name, const struct ipc_options *o)
@@ -140,7 +217,6 @@ static struct ipc_listener *unix_listen(const char *name, const struct ipc_optio
 	struct sockaddr_un sa;
 	socklen_t salen;
 	struct stat st;
-	char tmp[sizeof sa.sun_path];
 	struct ipc__sock_listener *l = NULL;
 	int fd = -1;
 
@@ -153,28 +229,23 @@ static struct ipc_listener *unix_listen(const char *name, const struct ipc_optio
 	if (fd < 0)
 		goto fail;
 	if (name[0] == '@') {
-		if (unix_bind_listen(fd, name, o->mode, &st) < 0)
+		if (unix_abstract_listen(fd, name) < 0)
 			goto fail;
-	} else if (unix_tmpname(name, tmp, sizeof tmp) < 0) {
-		/* no room for a private name next to a path this long: bind
-		 * in place (an existing file, stale or not, is EADDRINUSE) */
-		if (unix_bind_listen(fd, name, o->mode, &st) < 0)
-			goto fail;
-		memcpy(l->path, name, strlen(name) + 1);
-		l->dev = st.st_dev;
-		l->ino = st.st_ino;
 	} else {
-		/* bound, moded and listening at a private name first; then
-		 * linked into place in one step */
-		if (unix_bind_listen(fd, tmp, o->mode, &st) < 0)
+		struct unix_spot s;
+		if (unix_spot_open(&s, name) < 0)
 			goto fail;
-		enum unix_place p = unix_place(tmp, name);
-		int e = errno;
-		unlink(tmp);
+		enum unix_place p = PLACE_ERROR;
+		if (unix_spot_listen(fd, &s, o->mode, &st) == 0)
+			p = unix_place(&s, name);
+		unix_spot_drop(&s);
 		if (p != PLACE_DONE) {
-			errno = p == PLACE_BUSY ? EADDRINUSE : e;
+			if (p == PLACE_BUSY)
+				errno = EADDRINUSE;
+			ipc__close_fd(s.pfd);
 			goto fail;
 		}
+		l->dirfd = s.pfd;
 		memcpy(l->path, name, strlen(name) + 1);
 		l->dev = st.st_dev;
 		l->ino = st.st_ino;
@@ -187,7 +258,12 @@ static struct ipc_listener *unix_listen(const char *name, const struct ipc_optio
 fail_unlink:
 	if (l->path[0]) {
 		int e = errno;
-		unlink(l->path);
+		const char *base = strrchr(l->path, '/') ? strrchr(l->path, '/') + 1 : l->path;
+		struct stat now;
+		if (fstatat(l->dirfd, base, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == l->dev &&
+		    now.st_ino == l->ino)
+			unlinkat(l->dirfd, base, 0);
+		ipc__close_fd(l->dirfd);
 		errno = e;
 	}
 fail:
