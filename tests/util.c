@@ -57,6 +57,8 @@ void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, 
 	if (t_pair_mode()) {
 		ipc_conn *p[2];
 		CHECKF(ipc_pair(scheme, opts, p) == 0, "ipc_pair(%s)", scheme);
+		for (int i = 0; i < 2; i++)
+			CHECKF(!strcmp(ipc_conn_scheme(p[i]), scheme), "pair[%d] scheme %s", i, ipc_conn_scheme(p[i]));
 		*srv = p[0];
 		*cli = p[1];
 		return;
