@@ -5,7 +5,8 @@
  * rendezvous socket (status bytes), floods them (also from a thread while
  * the victim is blocked), or shuts them down.  pair[1], the victim, mixes
  * blocking receives (short recv_timeout_ms), timed receives, IPC_DONTWAIT
- * receives and ipc_poll.  Checked: every call returns within its timeout
+ * receives and ipc_poll, and timed sends while the peer reads now and
+ * then (its send ring's wake socket is hostile too).  Checked: every call returns within its timeout
  * (plus a slack, see SLACK_MS); errors are only documented ones; every message received
  * is the next one sent, intact (none lost, none invented) until the
  * connection fails; no descriptor is left after both ends are closed.
@@ -266,7 +267,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (n > size - i)
 			n = size - i;
 		int wfd = arg & 0x80 ? raw.wake_tx : raw.wake_rx;
-		switch (op % 10) {
+		switch (op % 12) {
 		case 0: /* raw bytes on a wake socket */
 		case 1:
 			if (n)
@@ -334,6 +335,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (arg % 8 == 0)
 				shutdown(arg & 0x10 ? raw.sock : wfd, SHUT_RDWR);
 			break;
+		case 10: { /* the victim's timed send: it waits on its send ring's wake socket */
+			int t = 1 + arg % 5;
+			uint32_t len = 1 + (uint32_t)(arg * 53u) % 4095u;
+			msg[0] = (uint8_t)(op + nops);
+			fill(msg + 1, len - 1, msg[0]);
+			if (ipc_conn_set_timeouts(p[1], t, v.timeout) < 0)
+				FAIL("ipc_conn_set_timeouts: %s", strerror(errno));
+			struct span t0 = span_now();
+			errno = 0;
+			ssize_t r = ipc_send(p[1], msg, len, 0);
+			int e = errno;
+			check_time(t0, t, "timed send");
+			if (r < 0 && !documented(e))
+				FAIL("victim send: undocumented errno %d (%s)", e, strerror(e));
+			break;
+		}
+		case 11: { /* the peer takes one: each victim message describes itself */
+			errno = 0;
+			ssize_t r = ipc_recv(p[0], msg, sizeof msg, IPC_DONTWAIT);
+			if (r < 0 && !documented(errno))
+				FAIL("peer recv: undocumented errno %d (%s)", errno, strerror(errno));
+			if (r == 0)
+				FAIL("peer recv: an empty message the victim never sent");
+			if (r > 0) {
+				uint8_t want[4096];
+				fill(want, (uint32_t)r - 1, msg[0]);
+				if (memcmp(msg + 1, want, (size_t)r - 1))
+					FAIL("peer recv: a %zd-byte message of the victim corrupted", r);
+			}
+			break;
+		}
 		}
 	}
 	/* what is still queued arrives intact, unless the connection failed
