@@ -24,7 +24,7 @@ FUZZ_FLAGS    = -std=c11 -Iinclude -Ilib -pthread -g -O1 -fno-omit-frame-pointer
 
 $(FUZZ_LIBOBJ): $(FUZZ_BUILD)/obj/%.o: lib/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fno-integrated-as -fsanitize=fuzzer-no-link -c -o $@ $<
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_BINS): $(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_LIBOBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJ) -lrt
