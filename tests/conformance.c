@@ -59,6 +59,47 @@ static pid_t fork_client(const char *addr, const struct ipc_options *o, peer_fn 
 	return pid;
 }
 
+/* A peer in a child process that runs fn on its connection, closes it and
+ * exits 0; *srv gets this process's end.  Over a scheme: a listener, a
+ * forked client, the accepted connection (the listener is closed).  Under
+ * a pair pseudo-scheme: ipc_pair(3)'s use, a pair split by fork (the child
+ * uses pair[1] and closes pair[0]; the parent the opposite). */
+static pid_t fork_peer(const char *scheme, peer_fn fn, void *arg, ipc_conn **srv)
+{
+	if (!t_pair_mode()) {
+		char bound[IPC_ADDR_MAX + 1];
+		ipc_listener *l = t_listen(scheme, NULL, bound);
+		pid_t pid = fork_client(bound, NULL, fn, arg);
+		*srv = t_accept(l);
+		CHECK_EQ(ipc_listener_close(l), 0);
+		return pid;
+	}
+	ipc_conn *p[2];
+	CHECKF(ipc_pair(scheme, NULL, p) == 0, "ipc_pair(%s)", scheme);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		CHECK_EQ(ipc_close(p[0]), 0);
+		fn(p[1], arg);
+		ipc_close(p[1]);
+		_exit(0);
+	}
+	CHECK_EQ(ipc_close(p[1]), 0);
+	*srv = p[0];
+	return pid;
+}
+
+/* ipc_pair(3): an end that no call has used yet is closed as a copy a
+ * forked process inherited (no end of stream: the other process may be
+ * using it).  A pair end closed in the process that made the pair, to end
+ * the connection, is used first; a no-op over a scheme. */
+static void use_end(ipc_conn *c)
+{
+	short ev;
+	CHECK_OK(ipc_conn_ready(c, IPC_POLLOUT, &ev));
+}
+
 /* Message i of a test flow: its size and its contents (t_fill(seq i)). */
 struct flow {
 	ipc_conn *c;
@@ -490,10 +531,8 @@ static void send_64mib(ipc_conn *c, void *arg)
 CTEST(msg_64mib_from_child)
 {
 	TEST_TIMEOUT(120);
-	char bound[IPC_ADDR_MAX + 1];
-	ipc_listener *l = t_listen(scheme, NULL, bound);
-	pid_t pid = fork_client(bound, NULL, send_64mib, NULL);
-	ipc_conn *s = t_accept(l);
+	ipc_conn *s;
+	pid_t pid = fork_peer(scheme, send_64mib, NULL, &s);
 	void *p = NULL;
 	ssize_t r = ipc_recv_alloc(s, &p, 0);
 	CHECKF(r == (ssize_t)IPC_DEFAULT_MAX_MSG, "got %zd", r);
@@ -504,7 +543,6 @@ CTEST(msg_64mib_from_child)
 	CHECK_FAILS(ipc_recv(s, b, sizeof b, 0), EPIPE);
 	t_wait_ok(pid);
 	ipc_close(s);
-	ipc_listener_close(l);
 }
 
 /* ipc(7) Messages + 6: a message is visible only once complete: while an 8 MiB
@@ -840,14 +878,12 @@ static void late_reader_fn(ipc_conn *c, void *arg)
  * completes as the receiver (another process, starting late) drains. */
 CTEST(blocking_send_waits_for_reader)
 {
-	char bound[IPC_ADDR_MAX + 1];
-	ipc_listener *l = t_listen(scheme, NULL, bound);
 	int pfd[2];
 	CHECK(pipe(pfd) == 0);
 	struct late_reader lr = {.pipefd = pfd[1], .n = 256, .sz = 64 << 10}; /* 16 MiB */
-	pid_t pid = fork_client(bound, NULL, late_reader_fn, &lr);
+	ipc_conn *s;
+	pid_t pid = fork_peer(scheme, late_reader_fn, &lr, &s);
 	close(pfd[1]);
-	ipc_conn *s = t_accept(l);
 	struct flow f = {.c = s, .n = lr.n, .minsz = lr.sz, .maxsz = lr.sz, .seq0 = 11};
 	flow_send(&f);
 	int64_t done = t_now_ms(), started;
@@ -858,7 +894,6 @@ CTEST(blocking_send_waits_for_reader)
 	t_wait_ok(pid);
 	close(pfd[0]);
 	ipc_close(s);
-	ipc_listener_close(l);
 }
 
 /* ipc(7) Blocking: receive blocking / non-blocking (EAGAIN) / timed (ETIMEDOUT),
@@ -1254,11 +1289,9 @@ static void send_many_then_close(ipc_conn *c, void *arg)
  * capacity and closes at once still delivers everything (linger). */
 CTEST(close_delivers_queued_from_child)
 {
-	char bound[IPC_ADDR_MAX + 1];
-	ipc_listener *l = t_listen(scheme, NULL, bound);
 	struct flow f = {.n = 2000, .minsz = 1000, .maxsz = 1100, .seq0 = 77};
-	pid_t pid = fork_client(bound, NULL, send_many_then_close, &f);
-	ipc_conn *s = t_accept(l);
+	ipc_conn *s;
+	pid_t pid = fork_peer(scheme, send_many_then_close, &f, &s);
 	t_sleep_ms(200);
 	f.c = s;
 	flow_recv(&f);
@@ -1267,7 +1300,6 @@ CTEST(close_delivers_queued_from_child)
 	CHECK_FAILS(ipc_recv(s, b, sizeof b, 0), EPIPE);
 	t_wait_ok(pid);
 	ipc_close(s);
-	ipc_listener_close(l);
 }
 
 static void send_64mib_block(ipc_conn *c, void *arg)
@@ -1286,13 +1318,11 @@ static void send_64mib_block(ipc_conn *c, void *arg)
  * detected: ECONNRESET or EPIPE, never a truncated message, never a hang. */
 CTEST(peer_killed_mid_message)
 {
-	char bound[IPC_ADDR_MAX + 1];
-	ipc_listener *l = t_listen(scheme, NULL, bound);
 	int pfd[2];
 	CHECK(pipe(pfd) == 0);
-	pid_t pid = fork_client(bound, NULL, send_64mib_block, &pfd[1]);
+	ipc_conn *s;
+	pid_t pid = fork_peer(scheme, send_64mib_block, &pfd[1], &s);
 	close(pfd[1]);
-	ipc_conn *s = t_accept(l);
 	char ch;
 	CHECK(read(pfd[0], &ch, 1) == 1);
 	close(pfd[0]);
@@ -1314,7 +1344,6 @@ CTEST(peer_killed_mid_message)
 	CHECK(ipc_recv(s, b, sizeof b, IPC_DONTWAIT) < 0 && (errno == ECONNRESET || errno == EPIPE));
 	CHECK(ipc_send(s, "x", 1, 0) < 0 || ipc_send(s, "x", 1, 0) < 0 || ipc_send(s, "x", 1, 0) < 0);
 	ipc_close(s);
-	ipc_listener_close(l);
 }
 
 static void idle_peer(ipc_conn *c, void *arg)
@@ -1344,13 +1373,11 @@ static void *killer_fn(void *arg)
  * attempts, and SIGPIPE never reaches the process. */
 CTEST(peer_killed_while_blocked)
 {
-	char bound[IPC_ADDR_MAX + 1];
-	ipc_listener *l = t_listen(scheme, NULL, bound);
 	int pfd[2];
 	CHECK(pipe(pfd) == 0);
-	pid_t pid = fork_client(bound, NULL, idle_peer, &pfd[1]);
+	ipc_conn *s;
+	pid_t pid = fork_peer(scheme, idle_peer, &pfd[1], &s);
 	close(pfd[1]);
-	ipc_conn *s = t_accept(l);
 	char ch;
 	CHECK(read(pfd[0], &ch, 1) == 1);
 	close(pfd[0]);
@@ -1378,7 +1405,6 @@ CTEST(peer_killed_while_blocked)
 	CHECKF(epipe, "1000 sends to a dead peer succeeded");
 	CHECK_FAILS(ipc_send(s, b, sizeof b, 0), EPIPE);
 	ipc_close(s);
-	ipc_listener_close(l);
 }
 
 /* ipc(7) End of a connection: sending to a peer that closed fails with EPIPE within a
@@ -1388,6 +1414,7 @@ CTEST(send_to_closed_peer)
 {
 	ipc_conn *s, *c;
 	t_pair(scheme, NULL, &s, &c);
+	use_end(s);
 	CHECK(ipc_close(s) == 0);
 	CHECK(ipc_conn_set_timeouts(c, 3000, 3000) == 0);
 	char b[1024];
@@ -1608,6 +1635,7 @@ CTEST(poll_reports_peer_close)
 {
 	ipc_conn *s, *c;
 	t_pair(scheme, NULL, &s, &c);
+	use_end(c);
 	CHECK(ipc_close(c) == 0);
 	struct ipc_pollitem it = {.conn = s, .events = IPC_POLLIN};
 	CHECK(ipc_poll(&it, 1, 10000) == 1);

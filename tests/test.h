@@ -149,8 +149,13 @@ const char *t_addr(const char *scheme);
 ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char bound[IPC_ADDR_MAX + 1]);
 
 /* A connected pair over scheme: *srv accepted, *cli connected (both with
- * opts for the listener and the client).  The listener is closed. */
+ * opts for the listener and the client).  The listener is closed.  Under a
+ * pair pseudo-scheme (t_pair_mode(), see runner.c): the ends of
+ * ipc_pair(scheme, opts), *srv = pair[0] and *cli = pair[1]. */
 void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, ipc_conn **cli);
+
+/* Whether this run is a pair pseudo-scheme ("unix-pair", "shm-pair"). */
+int t_pair_mode(void);
 
 /* Sleep ms milliseconds (EINTR resumed). */
 void t_sleep_ms(int ms);

@@ -14,6 +14,12 @@
 #include "test.h"
 
 extern char test__tmpdir[256];
+extern int test__pair_mode;
+
+int t_pair_mode(void)
+{
+	return test__pair_mode;
+}
 
 const char *t_tmpdir(void)
 {
@@ -50,6 +56,15 @@ ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char 
 
 void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, ipc_conn **cli)
 {
+	if (t_pair_mode()) {
+		ipc_conn *p[2];
+		CHECKF(ipc_pair(scheme, opts, p) == 0, "ipc_pair(%s)", scheme);
+		for (int i = 0; i < 2; i++)
+			CHECKF(!strcmp(ipc_conn_scheme(p[i]), scheme), "pair[%d] scheme %s", i, ipc_conn_scheme(p[i]));
+		*srv = p[0];
+		*cli = p[1];
+		return;
+	}
 	char bound[IPC_ADDR_MAX + 1];
 	ipc_listener *l = t_listen(scheme, opts, bound);
 	*cli = ipc_connect(bound, opts);
