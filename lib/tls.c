@@ -211,6 +211,12 @@ static int tls_explain(struct tls_stream *ts, int sslerr, int sys_errno)
 			break;
 		}
 	}
+	if ((ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_PROTOCOL_IS_SHUTDOWN) ||
+	    (ts->hs_done && (SSL_get_shutdown(ts->ssl) & SSL_RECEIVED_SHUTDOWN))) {
+		/* the peer's close_notify came first: it closed, no protocol error */
+		ipc__detail("tls: the peer closed the connection");
+		return EPIPE;
+	}
 	ipc__detail("tls: %s", why[0] ? why : "protocol failure");
 	return EPROTO;
 }
