@@ -432,11 +432,14 @@ static void watch_update(struct ipc__rdv_listener *l)
 		l->lfd_on = !full;
 }
 
-/* Non-blocking progress: hellos that have come, new sockets. */
+/* Non-blocking progress: hellos that have come, then at most
+ * IPC__ACCEPT_BATCH new sockets (refused ones take no slot, so a flood of
+ * them would otherwise keep the call busy; lfd stays readable). */
 static void step(struct ipc__rdv_listener *l)
 {
 	pend_scan(l);
-	while (l->nready < IPC__RDV_MAX_READY && !l->err && pend_room(l)) {
+	for (int n = 0; n < IPC__ACCEPT_BATCH && l->nready < IPC__RDV_MAX_READY && !l->err && pend_room(l);
+	     n++) {
 		int fd = accept4(l->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
@@ -513,6 +516,10 @@ struct ipc_conn *ipc__rdv_accept(struct ipc_listener *ll, int64_t deadline)
 		if (l->err) {
 			errno = l->err;
 			l->err = 0;
+			return NULL;
+		}
+		if (ipc__deadline_passed(deadline)) { /* epfd may stay readable */
+			ipc__wouldblock(deadline);
 			return NULL;
 		}
 		if (ipc__wait_fd(l->epfd, POLLIN, deadline) < 0)

@@ -303,11 +303,14 @@ static void sl_place(struct ipc__sock_listener *l, int fd)
 	l->pend[l->npend++] = fd;
 }
 
-/* Accept what the kernel has.  0, or -1 with errno (EMFILE...) when
- * nothing could be taken. */
+/* Accept what the kernel has, at most IPC__ACCEPT_BATCH sockets a call:
+ * refused peers fill neither queue, so a flood of them must not keep one
+ * call busy (the listening socket stays readable for the next call).  0, or
+ * -1 with errno (EMFILE...) when nothing could be taken. */
 static int sl_accept_all(struct ipc__sock_listener *l)
 {
-	while (l->nready < IPC__SOCK_PENDING_MAX) { /* else: accept takes some first */
+	for (int n = 0; n < IPC__ACCEPT_BATCH && l->nready < IPC__SOCK_PENDING_MAX; n++) {
+		/* nready at the max: accept takes some first */
 		if (l->npend + l->nready >= IPC__SOCK_PENDING_MAX) {
 			/* full of peers yet to say hello: the oldest goes once
 			 * its grace has passed; until then, wait for it */
@@ -409,6 +412,10 @@ struct ipc_conn *ipc__sock_accept(struct ipc_listener *base, int64_t deadline)
 			return NULL;
 		if (l->nready)
 			return ipc__sock_conn_new(sl_take_ready(l), &base->opt, l->is_unix);
+		if (ipc__deadline_passed(deadline)) { /* epfd may stay readable */
+			ipc__wouldblock(deadline);
+			return NULL;
+		}
 		if (ipc__wait_fd(l->epfd, POLLIN, deadline) < 0)
 			return NULL;
 	}

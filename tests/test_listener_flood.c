@@ -1,0 +1,182 @@
+/* test_listener_flood.c - peers the listener refuses by its mode do not
+ * stall it: while processes of another uid (nobody) connect and close in a
+ * tight loop against a default-mode (0600) listener, a non-blocking
+ * ipc_accept, a timed one and ipc_poll on the listener each return about
+ * on time, and an honest client of our uid connecting during the flood is
+ * accepted during the flood.  Raw flooders are plain sockets on the
+ * listener's (unix: abstract) or rendezvous (shm, mq) socket; root only. */
+#define _GNU_SOURCE
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#define NOBODY 65534
+#define FLOODERS 4
+#define FLOOD_MS 1500
+#define SLACK_MS 300 /* generous for CI under sanitizers */
+
+/* The socket a raw peer of bound connects to, and its type. */
+static socklen_t flood_addr(const char *bound, struct sockaddr_un *sa, int *type)
+{
+	memset(sa, 0, sizeof *sa);
+	sa->sun_family = AF_UNIX;
+	int n;
+	*type = SOCK_SEQPACKET;
+	if (!strncmp(bound, "unix:@", 6)) {
+		n = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "%s", bound + 6);
+		*type = SOCK_STREAM;
+	} else if (!strncmp(bound, "shm:", 4)) {
+		n = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "libipc-shm/%s", bound + 4);
+	} else {
+		n = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "libipc-mq:%s", bound + 3);
+	}
+	CHECKF(n > 0 && (size_t)n < sizeof sa->sun_path - 1, "%s", bound);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* A child that becomes nobody and connects and closes until killed (or
+ * its alarm: the old code's stalled accept then returns, and fails). */
+static pid_t flooder(const struct sockaddr_un *sa, socklen_t sl, int type)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid)
+		return pid;
+	alarm(4);
+	if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
+		_exit(200);
+	for (;;) {
+		int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			_exit(201);
+		(void)!connect(fd, (const struct sockaddr *)sa, sl);
+		close(fd);
+	}
+}
+
+struct honest {
+	const char *bound;
+	int err;     /* 0 once connected and its message sent */
+	int64_t ms;  /* how long the connect took */
+};
+
+static void *honest_client(void *arg)
+{
+	struct honest *h = arg;
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.connect_timeout_ms = FLOOD_MS;
+	int64_t t0 = t_now_ms();
+	ipc_conn *c = ipc_connect(h->bound, &o);
+	h->ms = t_now_ms() - t0;
+	if (!c) {
+		h->err = errno ? errno : -1;
+		return NULL;
+	}
+	h->err = ipc_send(c, "hi", 2, 0) == 2 ? 0 : errno;
+	t_sleep_ms(FLOOD_MS); /* stay until the server has read it */
+	ipc_close(c);
+	return NULL;
+}
+
+CTEST(listener_refused_flood)
+{
+	if (!strcmp(scheme, "tcp"))
+		SKIP("not applicable: tcp has no uid-based access control");
+	if (geteuid() != 0)
+		SKIP("needs root to run the flooders as another uid (nobody)");
+	if (!strcmp(scheme, "mq"))
+		t_need_mqdir();
+	TEST_TIMEOUT(30);
+	struct ipc_options o;
+	ipc_options_init(&o);
+	o.recv_timeout_ms = 100; /* ipc_accept(l, 0) is the timed accept */
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l;
+	if (!strcmp(scheme, "unix")) { /* a path is refused by the kernel itself */
+		char a[IPC_ADDR_MAX + 1];
+		snprintf(a, sizeof a, "unix:@ipct-flood-%d-%s", (int)getpid(), t_token());
+		l = ipc_listen(a, &o);
+		CHECKF(l != NULL, "ipc_listen(%s)", a);
+		CHECK_GT(ipc_listener_addr(l, bound, sizeof bound), 0);
+	} else {
+		l = t_listen(scheme, &o, bound);
+	}
+	struct sockaddr_un sa;
+	int type;
+	socklen_t sl = flood_addr(bound, &sa, &type);
+	pid_t kids[FLOODERS];
+	for (int k = 0; k < FLOODERS; k++)
+		kids[k] = flooder(&sa, sl, type);
+	t_sleep_ms(200); /* let the kernel's queue fill */
+
+	struct honest h = {.bound = bound, .err = -1};
+	pthread_t th;
+	int started = 0;
+	int64_t t0 = t_now_ms(), honest_at = -1;
+	int64_t max_nb = 0, max_timed = 0, max_poll = 0;
+	int rounds = 0;
+	while (t_now_ms() - t0 < FLOOD_MS) {
+		if (!started && t_now_ms() - t0 >= 100) {
+			CHECK_EQ(pthread_create(&th, NULL, honest_client, &h), 0);
+			started = 1;
+		}
+		ipc_conn *c[3];
+		int64_t t = t_now_ms();
+		c[0] = ipc_accept(l, IPC_DONTWAIT);
+		int64_t d = t_now_ms() - t;
+		max_nb = d > max_nb ? d : max_nb;
+		CHECKF(c[0] || errno == EAGAIN, "non-blocking accept: %s", strerror(errno));
+
+		t = t_now_ms();
+		c[1] = ipc_accept(l, 0);
+		d = t_now_ms() - t;
+		max_timed = d > max_timed ? d : max_timed;
+		CHECKF(c[1] || errno == ETIMEDOUT, "timed accept: %s", strerror(errno));
+
+		struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
+		t = t_now_ms();
+		int pr = ipc_poll(&it, 1, 100);
+		d = t_now_ms() - t;
+		max_poll = d > max_poll ? d : max_poll;
+		CHECK(pr >= 0);
+		c[2] = pr ? ipc_accept(l, IPC_DONTWAIT) : NULL;
+		for (int i = 0; i < 3; i++) {
+			if (!c[i])
+				continue;
+			char b[8]; /* only the honest one gets in */
+			struct ipc_pollitem ci = {.conn = c[i], .events = IPC_POLLIN};
+			CHECK_EQ(ipc_poll(&ci, 1, 5000), 1);
+			CHECK_EQ(ipc_recv(c[i], b, sizeof b, IPC_DONTWAIT), 2);
+			if (honest_at < 0)
+				honest_at = t_now_ms() - t0;
+			ipc_close(c[i]);
+		}
+		rounds++;
+	}
+	int64_t flood_ms = t_now_ms() - t0;
+	for (int k = 0; k < FLOODERS; k++)
+		kill(kids[k], SIGKILL);
+	for (int k = 0; k < FLOODERS; k++)
+		t_wait(kids[k]);
+	if (started)
+		pthread_join(th, NULL);
+	printf("%s: %d rounds in %lld ms; max non-blocking accept %lld ms, timed (100 ms) accept %lld ms, "
+	       "poll (100 ms) %lld ms; honest client connected in %lld ms, accepted at %lld ms\n",
+	       scheme, rounds, (long long)flood_ms, (long long)max_nb, (long long)max_timed, (long long)max_poll,
+	       (long long)h.ms, (long long)honest_at);
+	CHECKF(max_nb <= SLACK_MS, "ipc_accept(IPC_DONTWAIT) took %lld ms under the flood", (long long)max_nb);
+	CHECKF(max_timed <= 100 + SLACK_MS, "a 100 ms ipc_accept took %lld ms under the flood",
+	       (long long)max_timed);
+	CHECKF(max_poll <= 100 + SLACK_MS, "ipc_poll(100 ms) took %lld ms under the flood", (long long)max_poll);
+	CHECKF(started && h.err == 0, "honest client: %s after %lld ms", strerror(h.err), (long long)h.ms);
+	CHECKF(honest_at >= 0, "the honest client was not accepted during the %lld ms flood", (long long)flood_ms);
+	CHECK_EQ(ipc_listener_close(l), 0);
+}
