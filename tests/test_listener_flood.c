@@ -1,10 +1,17 @@
 /* test_listener_flood.c - peers the listener refuses by its mode do not
  * stall it: while processes of another uid (nobody) connect and close in a
  * tight loop against a default-mode (0600) listener, a non-blocking
- * ipc_accept, a timed one and ipc_poll on the listener each return about
- * on time, and an honest client of our uid connecting during the flood is
- * accepted during the flood.  Raw flooders are plain sockets on the
- * listener's (unix: abstract) or rendezvous (shm, mq) socket; root only. */
+ * ipc_accept, a timed one and ipc_poll on the listener each do a bounded
+ * amount of work and return, and an honest client of our uid connecting
+ * during the flood is accepted during the flood.  Raw flooders are plain
+ * sockets on the listener's (unix: abstract) or rendezvous (shm, mq)
+ * socket; root only.
+ *
+ * The bound is checked on the CPU time each call spends (the old loops
+ * accepted and refused for as long as the flood lasted, seconds of CPU);
+ * wall-clock times are printed but not checked: on a loaded machine the
+ * flooders (and other tests) can keep this process off the CPU for longer
+ * than any sane limit, which is not the library's doing. */
 #define _GNU_SOURCE
 #include <grp.h>
 #include <pthread.h>
@@ -12,14 +19,16 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test.h"
 
 #define NOBODY 65534
 #define FLOODERS 4
-#define FLOOD_MS 1500
-#define SLACK_MS 300 /* generous for CI under sanitizers */
+#define FLOOD_MS 1500    /* at least; longer until the honest client is in */
+#define FLOOD_MAX_MS 10000
+#define CPU_MAX_MS 300   /* generous for CI under sanitizers */
 
 /* The socket a raw peer of bound connects to, and its type. */
 static socklen_t flood_addr(const char *bound, struct sockaddr_un *sa, int *type)
@@ -49,7 +58,7 @@ static pid_t flooder(const struct sockaddr_un *sa, socklen_t sl, int type)
 	CHECK(pid >= 0);
 	if (pid)
 		return pid;
-	alarm(4);
+	alarm(FLOOD_MAX_MS / 1000 + 2);
 	if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
 		_exit(200);
 	for (;;) {
@@ -59,6 +68,31 @@ static pid_t flooder(const struct sockaddr_un *sa, socklen_t sl, int type)
 		(void)!connect(fd, (const struct sockaddr *)sa, sl);
 		close(fd);
 	}
+}
+
+/* Wall-clock and CPU time of this thread, in ms. */
+struct clock {
+	int64_t wall, cpu;
+};
+
+static int64_t thread_cpu_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct clock clock_start(void)
+{
+	return (struct clock){t_now_ms(), thread_cpu_ms()};
+}
+
+/* Raise *wall and *cpu to what passed since c if more. */
+static void clock_stop(struct clock c, int64_t *wall, int64_t *cpu)
+{
+	int64_t w = t_now_ms() - c.wall, u = thread_cpu_ms() - c.cpu;
+	*wall = w > *wall ? w : *wall;
+	*cpu = u > *cpu ? u : *cpu;
 }
 
 struct honest {
@@ -72,7 +106,7 @@ static void *honest_client(void *arg)
 	struct honest *h = arg;
 	struct ipc_options o;
 	ipc_options_init(&o);
-	o.connect_timeout_ms = FLOOD_MS;
+	o.connect_timeout_ms = FLOOD_MAX_MS / 2;
 	int64_t t0 = t_now_ms();
 	ipc_conn *c = ipc_connect(h->bound, &o);
 	h->ms = t_now_ms() - t0;
@@ -81,8 +115,7 @@ static void *honest_client(void *arg)
 		return NULL;
 	}
 	h->err = ipc_send(c, "hi", 2, 0) == 2 ? 0 : errno;
-	t_sleep_ms(FLOOD_MS); /* stay until the server has read it */
-	ipc_close(c);
+	ipc_close(c); /* lingers until the server has it */
 	return NULL;
 }
 
@@ -94,7 +127,7 @@ CTEST(listener_refused_flood)
 		SKIP("needs root to run the flooders as another uid (nobody)");
 	if (!strcmp(scheme, "mq"))
 		t_need_mqdir();
-	TEST_TIMEOUT(30);
+	TEST_TIMEOUT(40);
 	struct ipc_options o;
 	ipc_options_init(&o);
 	o.recv_timeout_ms = 100; /* ipc_accept(l, 0) is the timed accept */
@@ -121,31 +154,28 @@ CTEST(listener_refused_flood)
 	pthread_t th;
 	int started = 0;
 	int64_t t0 = t_now_ms(), honest_at = -1;
-	int64_t max_nb = 0, max_timed = 0, max_poll = 0;
+	int64_t wall[3] = {0, 0, 0}, cpu[3] = {0, 0, 0}; /* max ms: non-blocking, timed, poll */
 	int rounds = 0;
-	while (t_now_ms() - t0 < FLOOD_MS) {
+	while (t_now_ms() - t0 < FLOOD_MS || (honest_at < 0 && t_now_ms() - t0 < FLOOD_MAX_MS)) {
 		if (!started && t_now_ms() - t0 >= 100) {
 			CHECK_EQ(pthread_create(&th, NULL, honest_client, &h), 0);
 			started = 1;
 		}
 		ipc_conn *c[3];
-		int64_t t = t_now_ms();
+		struct clock c0 = clock_start();
 		c[0] = ipc_accept(l, IPC_DONTWAIT);
-		int64_t d = t_now_ms() - t;
-		max_nb = d > max_nb ? d : max_nb;
+		clock_stop(c0, &wall[0], &cpu[0]);
 		CHECKF(c[0] || errno == EAGAIN, "non-blocking accept: %s", strerror(errno));
 
-		t = t_now_ms();
+		c0 = clock_start();
 		c[1] = ipc_accept(l, 0);
-		d = t_now_ms() - t;
-		max_timed = d > max_timed ? d : max_timed;
+		clock_stop(c0, &wall[1], &cpu[1]);
 		CHECKF(c[1] || errno == ETIMEDOUT, "timed accept: %s", strerror(errno));
 
 		struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
-		t = t_now_ms();
+		c0 = clock_start();
 		int pr = ipc_poll(&it, 1, 100);
-		d = t_now_ms() - t;
-		max_poll = d > max_poll ? d : max_poll;
+		clock_stop(c0, &wall[2], &cpu[2]);
 		CHECK(pr >= 0);
 		c[2] = pr ? ipc_accept(l, IPC_DONTWAIT) : NULL;
 		for (int i = 0; i < 3; i++) {
@@ -168,14 +198,15 @@ CTEST(listener_refused_flood)
 		t_wait(kids[k]);
 	if (started)
 		pthread_join(th, NULL);
-	printf("%s: %d rounds in %lld ms; max non-blocking accept %lld ms, timed (100 ms) accept %lld ms, "
-	       "poll (100 ms) %lld ms; honest client connected in %lld ms, accepted at %lld ms\n",
-	       scheme, rounds, (long long)flood_ms, (long long)max_nb, (long long)max_timed, (long long)max_poll,
-	       (long long)h.ms, (long long)honest_at);
-	CHECKF(max_nb <= SLACK_MS, "ipc_accept(IPC_DONTWAIT) took %lld ms under the flood", (long long)max_nb);
-	CHECKF(max_timed <= 100 + SLACK_MS, "a 100 ms ipc_accept took %lld ms under the flood",
-	       (long long)max_timed);
-	CHECKF(max_poll <= 100 + SLACK_MS, "ipc_poll(100 ms) took %lld ms under the flood", (long long)max_poll);
+	static const char *const what[3] = {"ipc_accept(IPC_DONTWAIT)", "ipc_accept (100 ms timeout)",
+					    "ipc_poll(listener, 100 ms)"};
+	printf("%s: %d rounds in %lld ms; honest client connected in %lld ms, accepted at %lld ms\n", scheme,
+	       rounds, (long long)flood_ms, (long long)h.ms, (long long)honest_at);
+	for (int i = 0; i < 3; i++)
+		printf("  %-28s max %lld ms wall, %lld ms cpu\n", what[i], (long long)wall[i], (long long)cpu[i]);
+	for (int i = 0; i < 3; i++)
+		CHECKF(cpu[i] <= CPU_MAX_MS, "%s spent %lld ms of CPU (%lld ms wall) under the flood", what[i],
+		       (long long)cpu[i], (long long)wall[i]);
 	CHECKF(started && h.err == 0, "honest client: %s after %lld ms", strerror(h.err), (long long)h.ms);
 	CHECKF(honest_at >= 0, "the honest client was not accepted during the %lld ms flood", (long long)flood_ms);
 	CHECK_EQ(ipc_listener_close(l), 0);
