@@ -16,6 +16,7 @@
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -209,5 +210,84 @@ CTEST(listener_refused_flood)
 		       (long long)cpu[i], (long long)wall[i]);
 	CHECKF(started && h.err == 0, "honest client: %s after %lld ms", strerror(h.err), (long long)h.ms);
 	CHECKF(honest_at >= 0, "the honest client was not accepted during the %lld ms flood", (long long)flood_ms);
+	CHECK_EQ(ipc_listener_close(l), 0);
+}
+
+/* Refused peers queued in the kernel past one accept batch, then nothing
+ * new: a loop on an edge-triggered epoll of the listener's descriptor,
+ * following ipc_listener_fd(3) (ready? accept until EAGAIN : wait), still
+ * comes back until it reaches the honest client queued behind them. */
+CTEST(listener_refused_backlog_edge)
+{
+	if (!strcmp(scheme, "tcp"))
+		SKIP("not applicable: tcp has no uid-based access control");
+	if (geteuid() != 0)
+		SKIP("needs root to run the refused peers as another uid (nobody)");
+	if (!strcmp(scheme, "mq"))
+		t_need_mqdir();
+	TEST_TIMEOUT(30);
+	char bound[IPC_ADDR_MAX + 1];
+	ipc_listener *l;
+	if (!strcmp(scheme, "unix")) {
+		char a[IPC_ADDR_MAX + 1];
+		snprintf(a, sizeof a, "unix:@ipct-edge-%d-%s", (int)getpid(), t_token());
+		l = ipc_listen(a, NULL);
+		CHECKF(l != NULL, "ipc_listen(%s)", a);
+		CHECK_GT(ipc_listener_addr(l, bound, sizeof bound), 0);
+	} else {
+		l = t_listen(scheme, NULL, bound);
+	}
+	struct sockaddr_un sa;
+	int type;
+	socklen_t sl = flood_addr(bound, &sa, &type);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) { /* 5 batches of refused peers, each closed at once */
+		if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
+			_exit(200);
+		for (int i = 0; i < 5 * 64; i++) {
+			int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+			if (fd < 0 || connect(fd, (const struct sockaddr *)&sa, sl) < 0)
+				_exit(201);
+			close(fd);
+		}
+		_exit(0);
+	}
+	CHECK_EQ(t_wait(pid), 0);
+	struct honest h = {.bound = bound, .err = -1};
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, honest_client, &h), 0);
+	t_sleep_ms(100); /* queued behind them */
+
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	CHECK(ep >= 0);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
+	CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, ipc_listener_fd(l), &ev), 0);
+	ipc_conn *c = NULL;
+	int waits = 0;
+	int64_t t0 = t_now_ms();
+	while (!c) {
+		short pev;
+		if (ipc_listener_ready(l, IPC_POLLIN, &pev)) {
+			while (!c && (c = ipc_accept(l, IPC_DONTWAIT)) == NULL)
+				CHECKF(errno == EAGAIN, "accept: %s", strerror(errno));
+			continue;
+		}
+		int r = epoll_wait(ep, &ev, 1, 5000);
+		CHECKF(r == 1, "the edge-triggered wait stalled after %d waits (%lld ms) with the honest client queued",
+		       waits, (long long)(t_now_ms() - t0));
+		waits++;
+	}
+	printf("%s: honest client accepted after %d edge-triggered waits, %lld ms\n", scheme, waits,
+	       (long long)(t_now_ms() - t0));
+	char b[8];
+	struct ipc_pollitem ci = {.conn = c, .events = IPC_POLLIN};
+	CHECK_EQ(ipc_poll(&ci, 1, 5000), 1);
+	CHECK_EQ(ipc_recv(c, b, sizeof b, IPC_DONTWAIT), 2);
+	ipc_close(c);
+	pthread_join(th, NULL);
+	CHECKF(h.err == 0, "honest client: %s", strerror(h.err));
+	close(ep);
 	CHECK_EQ(ipc_listener_close(l), 0);
 }
