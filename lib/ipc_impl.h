@@ -475,6 +475,13 @@ struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_
  * until then the listener stops accepting (the kernel backlog holds the
  * rest) and a timer in the epoll set wakes it. */
 #define IPC__SOCK_PENDING_MAX 256
+/* Most new sockets one listener call (accept, listener_ready, one round of
+ * a waiting accept) takes from the kernel, on sock and rendezvous
+ * listeners alike: peers refused by the mode fill no queue, and a flood of
+ * them must not keep a call (or ipc_poll past its timeout) busy.  A call
+ * that took a full batch makes the listener's timer expire at once, so the
+ * readiness descriptor reports a new event even to an edge-triggered wait. */
+#define IPC__ACCEPT_BATCH 64
 #define IPC__SOCK_HELLO_GRACE_MS 250
 struct ipc__sock_listener {
 	struct ipc_listener base;

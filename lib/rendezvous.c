@@ -407,8 +407,11 @@ static int pend_room(struct ipc__rdv_listener *l)
 
 /* While the pending set is full, the listening socket is left out of the
  * readiness set (it would stay readable and make every wait spin) and the
- * timer fires when the oldest pending peer's time is up. */
-static void watch_update(struct ipc__rdv_listener *l)
+ * timer fires when the oldest pending peer's time is up.  Else kick: an
+ * accept batch ended with sockets perhaps left in the kernel, and the
+ * timer fires at once, a new event for a waiter on an edge-triggered
+ * epoll. */
+static void watch_update(struct ipc__rdv_listener *l, int kick)
 {
 	int full = l->npend == IPC__RDV_MAX_PENDING || l->nready == IPC__RDV_MAX_READY;
 	struct itimerspec its;
@@ -423,6 +426,8 @@ static void watch_update(struct ipc__rdv_listener *l)
 		its.it_value.tv_nsec = (long)(at % 1000000000);
 		if (!its.it_value.tv_sec && !its.it_value.tv_nsec)
 			its.it_value.tv_nsec = 1;
+	} else if (kick) {
+		its.it_value.tv_nsec = 1; /* long passed */
 	}
 	timerfd_settime(l->tfd, TFD_TIMER_ABSTIME, &its, NULL);
 	if (full == !l->lfd_on)
@@ -432,11 +437,15 @@ static void watch_update(struct ipc__rdv_listener *l)
 		l->lfd_on = !full;
 }
 
-/* Non-blocking progress: hellos that have come, new sockets. */
+/* Non-blocking progress: hellos that have come, then at most
+ * IPC__ACCEPT_BATCH new sockets (refused ones take no slot, so a flood of
+ * them would otherwise keep the call busy; lfd stays readable). */
 static void step(struct ipc__rdv_listener *l)
 {
+	int n;
 	pend_scan(l);
-	while (l->nready < IPC__RDV_MAX_READY && !l->err && pend_room(l)) {
+	for (n = 0; n < IPC__ACCEPT_BATCH && l->nready < IPC__RDV_MAX_READY && !l->err && pend_room(l);
+	     n++) {
 		int fd = accept4(l->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
@@ -447,7 +456,7 @@ static void step(struct ipc__rdv_listener *l)
 		}
 		admit(l, fd);
 	}
-	watch_update(l);
+	watch_update(l, n == IPC__ACCEPT_BATCH);
 }
 
 void ipc__rdv_offer(struct ipc__rdv_listener *l, int fd)
@@ -507,12 +516,16 @@ struct ipc_conn *ipc__rdv_accept(struct ipc_listener *ll, int64_t deadline)
 			void *c = l->ready[0];
 			memmove(l->ready, l->ready + 1, sizeof l->ready[0] * (size_t)--l->nready);
 			l->err = 0;
-			watch_update(l);
+			watch_update(l, 0); /* the next call kicks again if need be */
 			return c;
 		}
 		if (l->err) {
 			errno = l->err;
 			l->err = 0;
+			return NULL;
+		}
+		if (ipc__deadline_passed(deadline)) { /* epfd may stay readable */
+			ipc__wouldblock(deadline);
 			return NULL;
 		}
 		if (ipc__wait_fd(l->epfd, POLLIN, deadline) < 0)

@@ -291,11 +291,24 @@ static void sl_place(struct ipc__sock_listener *l, int fd)
 	l->pend[l->npend++] = fd;
 }
 
-/* Accept what the kernel has.  0, or -1 with errno (EMFILE...) when
- * nothing could be taken. */
+/* A batch ended with sockets perhaps left in the kernel: the timer, expired
+ * at once, is a new event in the readiness set, so that a waiter on an
+ * edge-triggered epoll comes back too (the next sl_scan clears it). */
+static void sl_kick(struct ipc__sock_listener *l)
+{
+	struct itimerspec it = {{0, 0}, {0, 1}};
+	timerfd_settime(l->tfd, 0, &it, NULL);
+}
+
+/* Accept what the kernel has, at most IPC__ACCEPT_BATCH sockets a call:
+ * refused peers fill neither queue, so a flood of them must not keep one
+ * call busy (the listening socket stays readable for the next call).  0, or
+ * -1 with errno (EMFILE...) when nothing could be taken. */
 static int sl_accept_all(struct ipc__sock_listener *l)
 {
-	while (l->nready < IPC__SOCK_PENDING_MAX) { /* else: accept takes some first */
+	int n;
+	for (n = 0; n < IPC__ACCEPT_BATCH && l->nready < IPC__SOCK_PENDING_MAX; n++) {
+		/* nready at the max: accept takes some first */
 		if (l->npend + l->nready >= IPC__SOCK_PENDING_MAX) {
 			/* full of peers yet to say hello: the oldest goes once
 			 * its grace has passed; until then, wait for it */
@@ -328,6 +341,8 @@ static int sl_accept_all(struct ipc__sock_listener *l)
 			return -1;
 		}
 	}
+	if (n == IPC__ACCEPT_BATCH)
+		sl_kick(l);
 	return 0;
 }
 
@@ -397,6 +412,10 @@ struct ipc_conn *ipc__sock_accept(struct ipc_listener *base, int64_t deadline)
 			return NULL;
 		if (l->nready)
 			return ipc__sock_conn_new(sl_take_ready(l), &base->opt, l->is_unix);
+		if (ipc__deadline_passed(deadline)) { /* epfd may stay readable */
+			ipc__wouldblock(deadline);
+			return NULL;
+		}
 		if (ipc__wait_fd(l->epfd, POLLIN, deadline) < 0)
 			return NULL;
 	}
