@@ -90,7 +90,13 @@ struct job {
  * purpose (load, exhaustion) cannot fail another. */
 static int uses_mq(const struct job *j)
 {
-	return (j->scheme && !strcmp(j->scheme, "mq")) || !strncmp(j->t->name, "mq_", 3);
+	static const char *const by_name[] = {"mq_", "hostile_row6_", "hostile_row7_", "hostile_row8_"};
+	if ((j->scheme && !strcmp(j->scheme, "mq")) || strstr(j->t->name, "_mq"))
+		return 1;
+	for (size_t i = 0; i < sizeof by_name / sizeof by_name[0]; i++)
+		if (!strncmp(j->t->name, by_name[i], strlen(by_name[i])))
+			return 1;
+	return 0;
 }
 
 static int rm_rf(const char *path)
