@@ -141,11 +141,18 @@ __attribute__((unused)) static int rr_ready(int fd, const char *addr)
 static pid_t *rr_pids; /* [0] server, [1..clients] clients; 0 once reaped */
 static long rr_npids;
 
+/* Kill and reap every process still there (async-signal-safe). */
 static void rr_kill_all(void)
 {
 	for (long i = 0; i < rr_npids; i++)
 		if (rr_pids[i] > 0)
 			kill(rr_pids[i], SIGKILL);
+	for (long i = 0; i < rr_npids; i++)
+		if (rr_pids[i] > 0) {
+			while (waitpid(rr_pids[i], NULL, 0) < 0 && errno == EINTR)
+				;
+			rr_pids[i] = 0;
+		}
 }
 
 static void rr_on_alarm(int sig)
