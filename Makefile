@@ -30,8 +30,8 @@ LIBS      = -lrt -pthread
 
 LIB_SRC   = $(wildcard lib/*.c)
 LIB_OBJ   = $(LIB_SRC:lib/%.c=$(BUILD)/obj/lib/%.o)
-TOOL_SRC  = $(wildcard lib/tools/*.c)
-TOOLS     = $(TOOL_SRC:lib/tools/%.c=$(BUILD)/%)
+TOOL_SRC  = $(wildcard tools/*.c)
+TOOLS     = $(TOOL_SRC:tools/%.c=$(BUILD)/%)
 EX_SRC    = $(wildcard examples/*.c)
 EXAMPLES  = $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_SRC  = $(wildcard tests/*.c)
@@ -62,7 +62,7 @@ $(SOLIB): $(LIB_OBJ) lib/libipc.map
 	ln -sf libipc.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libipc.so
 
-$(BUILD)/%: lib/tools/%.c $(ALIB) include/ipc.h
+$(BUILD)/%: tools/%.c $(ALIB) include/ipc.h
 	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS) -lm
 
 # tools/reqrep-bench (issue 11's server workload; tools/reqrep.h is shared

@@ -71,6 +71,20 @@ struct ipc_listener {
  * opt.max_msg_size, iovec totals do not overflow.  Every slot that can fail
  * returns -1 (or NULL) with errno set; no slot may return EINTR or raise
  * SIGPIPE.  Slots marked optional may be NULL.
+ *
+ * Concurrency (what the application may do, ipc(7) "Threads"): each
+ * connection has a SEND path (send, send_batch, flush, conn_ready with
+ * IPC_POLLOUT) and a RECEIVE path (recv, recv_batch, conn_ready with
+ * IPC_POLLIN only).  One thread on each path may run at the same time on
+ * one connection, so every state both paths touch (a dead-peer flag, the
+ * descriptor's blocking mode, a shared wake channel) must be atomic or
+ * owned by one path.  Two calls on the same path are never concurrent.
+ * conn_fd, peer_cred and the scheme are read-only and may run anywhere.
+ * close runs alone (no other call on that connection before or during
+ * it).  Listener slots are never concurrent with each other on one
+ * listener; listener_close runs alone.  Different handles never share
+ * mutable state: a transport keeps no global mutable state and creates
+ * no thread.
  */
 struct ipc__transport {
 	/* Scheme without the colon: "unix", "tcp", ... */

@@ -12,9 +12,10 @@
  * directory (t_tmpdir()), removed by the runner even if the test crashes,
  * and a time limit (default 60 s; TEST_TIMEOUT(s) inside the body raises
  * it).  A test passes by returning, fails on the first failed CHECK (which
- * prints file, line, the expression and strerror(errno)), and is skipped by
- * SKIP("why").  Output of a passing test is discarded; a failing test's is
- * printed.  The runner ends with "N passed, N failed[, N skipped]".
+ * prints file, line, the expression and strerror(errno); CHECKF, CHECK_EQ
+ * and the other CHECK_* below also print the values compared), and is
+ * skipped by SKIP("why").  Output of a passing test is discarded; a
+ * failing test's is printed.  The runner ends with "N passed, N failed[, N skipped]".
  */
 #ifndef IPC_TEST_H
 #define IPC_TEST_H
@@ -83,6 +84,51 @@ void test__timeout(unsigned seconds);
 		if (!((r__ == -1 || r__ == 0) && e__ == (err)))                          \
 			test__fail(__FILE__, __LINE__, #expr, e__,                      \
 				   "expected failure with %s (%d), got %lld", #err, err, r__); \
+	} while (0)
+
+/* Comparisons that print both operands (as long long) and both
+ * expressions: CHECK_EQ(ipc_recv(c, buf, n, 0), 5) fails with
+ * "ipc_recv(c, buf, n, 0) == 5: -1 vs 5 (errno ...)".  Each operand is
+ * evaluated once; errno is the one the operands left.  For integers that
+ * fit in long long (not pointers, not uint64_t above LLONG_MAX: use
+ * CHECKF there). */
+#define CHECK__CMP(a, op, b)                                                           \
+	do {                                                                           \
+		long long a__ = (long long)(a);                                        \
+		long long b__ = (long long)(b);                                        \
+		int e__ = errno;                                                       \
+		if (!(a__ op b__))                                                     \
+			test__fail(__FILE__, __LINE__, #a " " #op " " #b, e__,         \
+				   "%lld vs %lld", a__, b__);                          \
+	} while (0)
+#define CHECK_EQ(a, b) CHECK__CMP(a, ==, b)
+#define CHECK_NE(a, b) CHECK__CMP(a, !=, b)
+#define CHECK_LT(a, b) CHECK__CMP(a, <, b)
+#define CHECK_LE(a, b) CHECK__CMP(a, <=, b)
+#define CHECK_GT(a, b) CHECK__CMP(a, >, b)
+#define CHECK_GE(a, b) CHECK__CMP(a, >=, b)
+
+/* A call in the -1-and-errno convention must succeed (return anything but
+ * -1); prints what it returned and errno. */
+#define CHECK_OK(expr)                                                                 \
+	do {                                                                           \
+		errno = 0;                                                             \
+		long long r__ = (long long)(expr);                                     \
+		int e__ = errno;                                                       \
+		if (r__ == -1)                                                         \
+			test__fail(__FILE__, __LINE__, #expr, e__, "returned %lld", r__); \
+	} while (0)
+
+/* expr must return -1 with errno == err (CHECK_FAILS also accepts NULL). */
+#define CHECK_ERRNO(expr, err)                                                         \
+	do {                                                                           \
+		errno = 0;                                                             \
+		long long r__ = (long long)(expr);                                     \
+		int e__ = errno;                                                       \
+		if (!(r__ == -1 && e__ == (err)))                                      \
+			test__fail(__FILE__, __LINE__, #expr, e__,                     \
+				   "expected -1 with %s (%d: %s), got %lld with errno %d", \
+				   #err, err, strerror(err), r__, e__);                \
 	} while (0)
 
 #define SKIP(why) test__skip(why)

@@ -36,8 +36,8 @@ static void write_file(const char *path, const char *text)
 {
 	FILE *f = fopen(path, "w");
 	CHECK(f != NULL);
-	CHECK(fputs(text, f) >= 0);
-	CHECK(fclose(f) == 0);
+	CHECK_GE(fputs(text, f), 0);
+	CHECK_EQ(fclose(f), 0);
 }
 
 /* Names of every IPC_API function in include/ipc.h; returns the count. */
@@ -62,7 +62,7 @@ static int api_functions(char names[][64], int max)
 		n++;
 	}
 	fclose(f);
-	CHECK(n > 10);
+	CHECK_GT(n, 10);
 	return n;
 }
 
@@ -116,7 +116,7 @@ TEST(install_pkgconfig)
 	};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
 		CHECKF(t_sh("test -e '%s/%s'", pre, files[i]) == 0, "%s not installed", files[i]);
-	CHECK(t_sh("%s --exists ipc", pc) == 0);
+	CHECK_EQ(t_sh("%s --exists ipc", pc), 0);
 	CHECK(t_sh("%s --modversion ipc | grep -qx '%d.%d.%d'", pc, IPC_VERSION_MAJOR, IPC_VERSION_MINOR,
 		   IPC_VERSION_PATCH) == 0);
 
@@ -130,20 +130,20 @@ TEST(install_pkgconfig)
 		   pre) == 0);
 	/* without the library path the program cannot start: it really uses
 	 * the shared copy */
-	CHECK(t_sh("cd '%s' && ./app >/dev/null 2>&1", d) != 0);
+	CHECK_NE(t_sh("cd '%s' && ./app >/dev/null 2>&1", d), 0);
 
 	/* static: --static adds the private libraries */
 	rc = t_sh("cd '%s' && %s -o app_static app.c $(%s --cflags ipc) "
 		  "$(%s --static --libs ipc | sed 's/-lipc\\b/-l:libipc.a/')",
 		  d, cc(), pc, pc);
 	CHECKF(rc == 0, "static build failed (%d)", rc);
-	CHECK(t_sh("cd '%s' && ! ldd ./app_static 2>/dev/null | grep -q libipc", d) == 0);
-	CHECK(t_sh("cd '%s' && ./app_static | grep -q 'installed libipc works'", d) == 0);
+	CHECK_EQ(t_sh("cd '%s' && ! ldd ./app_static 2>/dev/null | grep -q libipc", d), 0);
+	CHECK_EQ(t_sh("cd '%s' && ./app_static | grep -q 'installed libipc works'", d), 0);
 
 	/* uninstall removes what install put there */
 	rc = t_sh("make -s -C '%s' BUILD='%s' PREFIX='%s' uninstall >/dev/null 2>&1", src, build, pre);
-	CHECK(rc == 0);
-	CHECK(t_sh("test -e '%s/include/ipc.h' || test -e '%s/lib/libipc.so.0'", pre, pre) != 0);
+	CHECK_EQ(rc, 0);
+	CHECK_NE(t_sh("test -e '%s/include/ipc.h' || test -e '%s/lib/libipc.so.0'", pre, pre), 0);
 }
 
 /* The shared library exports exactly the IPC_API functions. */
@@ -162,7 +162,7 @@ TEST(install_exports)
 		      "echo 'unexpected exports:' >&2; grep -v '^ipc_[a-z]' '%s' | grep -v '^_init$\\|^_fini$' >&2; exit 0",
 		      list, list);
 	CHECKF(rc == 1, "libipc.so exports symbols outside ipc_*");
-	CHECK(t_sh("grep -q '^ipc__' '%s'", list) != 0);
+	CHECK_NE(t_sh("grep -q '^ipc__' '%s'", list), 0);
 	/* every IPC_API function is there */
 	char names[64][64];
 	int n = api_functions(names, 64);
@@ -197,7 +197,7 @@ TEST(install_header_coexists)
 		snprintf(f, sizeof f, "%s/cxx.cc", d);
 		write_file(f, "#include <sys/ipc.h>\n#include <ipc.h>\nint main() { ipc_options o; "
 			      "ipc_options_init(&o); return o.capacity == 0; }\n");
-		CHECK(t_sh("c++ -Wall -Wextra -Werror -I'%s/include' -c -o '%s/cxx.o' '%s'", src, d, f) == 0);
+		CHECK_EQ(t_sh("c++ -Wall -Wextra -Werror -I'%s/include' -c -o '%s/cxx.o' '%s'", src, d, f), 0);
 	}
 }
 
@@ -209,13 +209,13 @@ TEST(install_man_lint)
 		SKIP("mandoc not installed");
 	char out[512];
 	snprintf(out, sizeof out, "%s/lint", t_tmpdir());
-	CHECK(t_sh("ls '%s'/man/*.[137] >/dev/null 2>&1", src) == 0);
+	CHECK_EQ(t_sh("ls '%s'/man/*.[137] >/dev/null 2>&1", src), 0);
 	/* .so link pages are resolved relative to man/ */
 	int rc = t_sh("cd '%s/man' && mandoc -Tlint -Wwarning *.[137] >'%s' 2>&1", src, out);
 	if (rc != 0)
 		t_sh("cat '%s'", out);
 	CHECKF(rc == 0, "mandoc -Tlint reported warnings or errors");
-	CHECK(t_sh("test ! -s '%s'", out) == 0);
+	CHECK_EQ(t_sh("test ! -s '%s'", out), 0);
 	/* and man(1) renders a page without complaints */
 	if (have("man"))
 		CHECK(t_sh("cd '%s' && MANWIDTH=80 man -l man/ipc_send.3 2>'%s' | grep -q ipc_send && test ! -s '%s'",
@@ -239,4 +239,74 @@ TEST(install_man_coverage)
 	static const char *const pages[] = {"ipc.7", "ipc-wire.7", "ipc-cat.1", "ipc-bench.1"};
 	for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++)
 		CHECKF(t_sh("test -s '%s/man/%s'", src, pages[i]) == 0, "no man/%s", pages[i]);
+}
+
+/* README, "Using a copy installed under a prefix": its commands, run as
+ * printed (with HOME a temporary directory, `make` pointed at this tree
+ * and build, `cc` being the build's compiler), give a program that runs
+ * without any environment; the LD_LIBRARY_PATH and static forms it names
+ * work too, and without either the program cannot start. */
+TEST(install_readme_prefix)
+{
+	TEST_TIMEOUT(180);
+	const char *build = env_or_skip("IPC_BUILD"), *src = env_or_skip("IPC_SRC");
+	if (!have("pkg-config") || !have("make"))
+		SKIP("pkg-config or make missing");
+	const char *d = t_tmpdir();
+	const char *san = t_env("IPC_SAN");
+	char path[600];
+	CHECK_EQ(t_sh("mkdir -p '%s/home' '%s/work'", d, d), 0);
+	/* the README's example program as app.c (a name unique to this run) */
+	CHECK_EQ(t_sh("awk '/^```c/{f=1;next} /^```/{f=0} f' '%s/README.md' | sed 's/unix:@hello/unix:@hello-%s/g' "
+		      ">'%s/work/app.c' && test -s '%s/work/app.c'",
+		      src, t_token(), d, d),
+		 0);
+	/* the section's shell block */
+	CHECK_EQ(t_sh("awk '/^## Using a copy installed under a prefix/{s=1} s&&/^```sh/{f=1;next} f&&/^```/{exit} f' "
+		      "'%s/README.md' >'%s/work/readme.sh'",
+		      src, d),
+		 0);
+	CHECKF(t_sh("grep -q 'make install' '%s/work/readme.sh' && grep -q rpath '%s/work/readme.sh'", d, d) == 0,
+	       "no install-and-rpath block under \"Using a copy installed under a prefix\" in README.md");
+	snprintf(path, sizeof path, "%s/work/run.sh", d);
+	char prelude[4096];
+	snprintf(prelude, sizeof prelude,
+		 "set -e\n"
+		 "make() { command make -s -C '%s' BUILD='%s' SAN='%s' \"$@\" >make.log 2>&1; }\n"
+		 "cc() { command %s \"$@\"; }\n",
+		 src, build, san, cc());
+	write_file(path, prelude);
+	CHECK_EQ(t_sh("cat '%s/work/readme.sh' >>'%s'", d, path), 0);
+	const char *env = "env -u LD_LIBRARY_PATH -u PKG_CONFIG_PATH";
+	int rc = t_sh("cd '%s/work' && %s HOME='%s/home' sh ./run.sh >out 2>err", d, env, d);
+	if (rc != 0)
+		t_sh("cat '%s/work/err' '%s/work/make.log' >&2", d, d);
+	CHECKF(rc == 0, "the README's commands exited %d", rc);
+	CHECKF(t_sh("grep -qx ping '%s/work/out'", d) == 0, "./app did not print ping");
+	/* it runs the installed shared library, found through its rpath */
+	CHECK_EQ(t_sh("cd '%s/work' && %s ldd ./app | grep -q '%s/home/opt/libipc/lib/libipc.so.0'", d, env, d), 0);
+	CHECK_EQ(t_sh("cd '%s/work' && %s ./app | grep -qx ping", d, env), 0);
+
+	/* the same build without rpath cannot start, but runs with the
+	 * README's LD_LIBRARY_PATH */
+	char pc[700];
+	snprintf(pc, sizeof pc, "PKG_CONFIG_PATH='%s/home/opt/libipc/lib/pkgconfig' pkg-config", d);
+	CHECK_EQ(t_sh("cd '%s/work' && %s -o app2 app.c $(%s --cflags --libs ipc)", d, cc(), pc), 0);
+	CHECK_NE(t_sh("cd '%s/work' && %s ./app2 >/dev/null 2>&1", d, env), 0);
+	CHECK_EQ(t_sh("cd '%s/work' && %s HOME='%s/home' sh -c 'LD_LIBRARY_PATH=\"$HOME/opt/libipc/lib\" ./app2' "
+		      "| grep -qx ping",
+		      d, env, d),
+		 0);
+	/* the static form, as printed */
+	CHECK_EQ(t_sh("sed -n 's/^`\\(cc -o app .*libipc\\.a.*\\)`\\.$/\\1/p' '%s/README.md' >'%s/work/static.sh' && "
+		      "test $(wc -l <'%s/work/static.sh') = 1",
+		      src, d, d),
+		 0);
+	write_file(path, prelude);
+	CHECK_EQ(t_sh("{ echo 'export PKG_CONFIG_PATH=\"$HOME/opt/libipc/lib/pkgconfig\"'; cat '%s/work/static.sh'; } "
+		      ">>'%s' && cd '%s/work' && rm -f app && %s HOME='%s/home' sh ./run.sh",
+		      d, path, d, env, d),
+		 0);
+	CHECK_NE(t_sh("cd '%s/work' && ldd ./app 2>/dev/null | grep -q libipc", d), 0);
+	CHECK_EQ(t_sh("cd '%s/work' && %s ./app | grep -qx ping", d, env), 0);
 }

@@ -123,7 +123,7 @@ CTEST(load_concurrent)
 		int first = nconn * p / PROCS, count = nconn * (p + 1) / PROCS - first;
 		fflush(NULL);
 		pids[p] = fork();
-		CHECK(pids[p] >= 0);
+		CHECK_GE(pids[p], 0);
 		if (pids[p] == 0)
 			load_client(bound, first, count, msgs, sh);
 	}
@@ -151,7 +151,7 @@ CTEST(load_concurrent)
 				map[n++] = i;
 			}
 		int r = ipc_poll(items, (size_t)n, 1000);
-		CHECK(r >= 0);
+		CHECK_GE(r, 0);
 		for (int k = 0; k < n && r > 0; k++) {
 			if (!items[k].revents)
 				continue;
@@ -177,7 +177,7 @@ CTEST(load_concurrent)
 				}
 				if (s->id < 0) {
 					uint64_t id;
-					CHECK(got == (ssize_t)sizeof id);
+					CHECK_EQ(got, (ssize_t)sizeof id);
 					memcpy(&id, buf, sizeof id);
 					CHECK(id < (uint64_t)nconn);
 					s->id = (long)id;
@@ -191,7 +191,7 @@ CTEST(load_concurrent)
 				total++;
 				bytes += (double)got;
 				if (s->next == msgs)
-					CHECK(ipc_send(s->c, &msgs, sizeof msgs, 0) == (ssize_t)sizeof msgs);
+					CHECK_EQ(ipc_send(s->c, &msgs, sizeof msgs, 0), (ssize_t)sizeof msgs);
 			}
 		}
 	}
@@ -200,12 +200,12 @@ CTEST(load_concurrent)
 		t_wait_ok(pids[p]);
 	struct rusage ru;
 	getrusage(RUSAGE_CHILDREN, &ru);
-	CHECK(ipc_listener_close(l) == 0);
-	CHECK(total == (long)accepted * msgs);
+	CHECK_EQ(ipc_listener_close(l), 0);
+	CHECK_EQ(total, (long)accepted * msgs);
 	if (sh->refused)
 		CHECKF(!strcmp(scheme, "mq"), "%d connects refused (%s)", sh->refused, strerror(sh->refused_errno));
 	CHECKF(accepted >= (strcmp(scheme, "mq") ? nconn : 4), "only %d connections (%d refused: %s)", accepted, sh->refused, strerror(sh->refused_errno));
-	CHECK(t_fd_count() == fd0);
+	CHECK_EQ(t_fd_count(), fd0);
 	printf("FIGURE load_concurrent[%s]: %d connections%s, %ld messages each, %ld messages verified in "
 	       "%.2f s: %.0f messages/s, %.1f MB/s; peak RSS server %ld KiB, client %ld KiB\n",
 	       scheme, accepted, sh->refused ? " (rest refused: mq queue limit)" : "", msgs, total,

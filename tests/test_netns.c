@@ -58,8 +58,8 @@ static void server(int wfd)
 	ipc_listener *l = ipc_listen("tcp:10.200.0.1:0", NULL);
 	CHECK(l != NULL);
 	char bound[IPC_ADDR_MAX + 1];
-	CHECK(ipc_listener_addr(l, bound, sizeof bound) > 0);
-	CHECK(write(wfd, bound, strlen(bound) + 1) > 0);
+	CHECK_GT(ipc_listener_addr(l, bound, sizeof bound), 0);
+	CHECK_GT(write(wfd, bound, strlen(bound) + 1), 0);
 	close(wfd);
 	for (;;) {
 		ipc_conn *c = ipc_accept(l, 0);
@@ -90,7 +90,7 @@ static void worker(void)
 		printf("ip netns add not permitted here\n");
 		_exit(77);
 	}
-	CHECK(t_sh("ip netns add %s", ns_b) == 0);
+	CHECK_EQ(t_sh("ip netns add %s", ns_b), 0);
 	if (t_sh("ip link add %s netns %s type veth peer name %s netns %s 2>/dev/null", veth_a, ns_a, veth_b,
 		 ns_b) != 0)
 		CHECK(t_sh("ip link add %s type veth peer name %s && ip link set %s netns %s && ip link set %s netns %s",
@@ -100,10 +100,10 @@ static void worker(void)
 	CHECK(t_sh("ip -n %s addr add 10.200.0.2/24 dev %s && ip -n %s link set %s up && ip -n %s link set lo up",
 		   ns_b, veth_b, ns_b, veth_b, ns_b) == 0);
 	int p[2];
-	CHECK(pipe2(p, O_CLOEXEC) == 0);
+	CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
 	fflush(NULL);
 	pid_t srv = fork();
-	CHECK(srv >= 0);
+	CHECK_GE(srv, 0);
 	if (srv == 0) {
 		close(p[0]);
 		server(p[1]);
@@ -150,7 +150,7 @@ static void worker(void)
 	*t_down = 0;
 	fflush(NULL);
 	pid_t h = fork();
-	CHECK(h >= 0);
+	CHECK_GE(h, 0);
 	if (h == 0) {
 		struct timespec ts = {0, 100000000};
 		nanosleep(&ts, NULL);
@@ -197,7 +197,7 @@ TEST(netns_tcp_link_down)
 	snprintf(veth_b, sizeof veth_b, "iprb%d", id % 10000000);
 	fflush(NULL);
 	pid_t w = fork();
-	CHECK(w >= 0);
+	CHECK_GE(w, 0);
 	if (w == 0) {
 		setpgid(0, 0);
 		worker();

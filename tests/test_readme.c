@@ -8,8 +8,13 @@ TEST(readme_example)
 	if (!*src || !*build)
 		SKIP("IPC_SRC / IPC_BUILD not set (run through make check)");
 	const char *d = t_tmpdir();
-	CHECK(t_sh("awk '/^```c/{f=1;next} /^```/{f=0} f' '%s/README.md' >'%s/readme.c'", src, d) == 0);
-	CHECK(t_sh("test -s '%s/readme.c'", d) == 0);
+	/* the example's name made unique: other runs of this test may be
+	 * listening on it right now */
+	CHECK_EQ(t_sh("awk '/^```c/{f=1;next} /^```/{f=0} f' '%s/README.md' | sed 's/unix:@hello/unix:@hello-%s/g' "
+		      ">'%s/readme.c'",
+		      src, t_token(), d),
+		 0);
+	CHECK_EQ(t_sh("test -s '%s/readme.c'", d), 0);
 	CHECKF(t_sh("%s %s%s -Wall -Wextra -Werror -I'%s/include' -o '%s/readme' '%s/readme.c' '%s/libipc.a' -pthread -lrt",
 		    *cc ? cc : "cc", *san ? "-fsanitize=" : "", san, src, d, d, build) == 0,
 	       "the README example does not build");

@@ -44,7 +44,7 @@ static pid_t spawn(const char *fmt, ...)
 	snprintf(full, sizeof full, "exec %s", cmd);
 	fflush(NULL);
 	pid_t pid = fork();
-	CHECK(pid >= 0);
+	CHECK_GE(pid, 0);
 	if (pid == 0) {
 		execl("/bin/sh", "sh", "-c", full, (char *)NULL);
 		_exit(127);
@@ -59,12 +59,12 @@ static int reap(pid_t pid, int ms)
 	int64_t end = t_now_ms() + ms;
 	for (;;) {
 		pid_t r = waitpid(pid, &st, WNOHANG);
-		CHECK(r >= 0);
+		CHECK_GE(r, 0);
 		if (r == pid)
 			break;
 		if (t_now_ms() > end) {
 			kill(pid, SIGKILL);
-			CHECK(waitpid(pid, &st, 0) == pid);
+			CHECK_EQ(waitpid(pid, &st, 0), pid);
 			CHECKF(0, "process %d did not exit within %d ms", (int)pid, ms);
 		}
 		usleep(2000);
@@ -86,7 +86,7 @@ static void read_addr_file(const char *path, char *addr, size_t len, pid_t srv)
 	CHECK(fgets(addr, (int)len, f) != NULL);
 	fclose(f);
 	addr[strcspn(addr, "\n")] = 0;
-	CHECK(addr[0] != 0);
+	CHECK_NE(addr[0], 0);
 }
 
 /* 10,000 lines of varied length (including empty ones), newline-terminated. */
@@ -104,7 +104,7 @@ static void make_lines(const char *path, int n)
 			fputc(' ' + (i + k) % 94, f);
 		fputc('\n', f);
 	}
-	CHECK(fclose(f) == 0);
+	CHECK_EQ(fclose(f), 0);
 }
 
 /* ipc-cat --echo listen + ipc-cat connect: 10,000 lines come back intact. */
@@ -173,10 +173,10 @@ CTEST(tools_cat_connect_fails)
 	const char *a = strcmp(scheme, "tcp") ? t_addr(scheme) : "tcp:127.0.0.1:1";
 	int rc = t_sh("%s --timeout 5000 connect '%s' </dev/null 2>/dev/null", cat, a);
 	CHECKF(rc == 2, "exit %d, expected 2", rc);
-	CHECK(t_sh("%s --bogus connect '%s' </dev/null 2>/dev/null", cat, a) == 1);
-	CHECK(t_sh("%s frobnicate '%s' </dev/null 2>/dev/null", cat, a) == 1);
-	CHECK(t_sh("%s connect </dev/null 2>/dev/null", cat) == 1);
-	CHECK(t_sh("%s --help >/dev/null", cat) == 0);
+	CHECK_EQ(t_sh("%s --bogus connect '%s' </dev/null 2>/dev/null", cat, a), 1);
+	CHECK_EQ(t_sh("%s frobnicate '%s' </dev/null 2>/dev/null", cat, a), 1);
+	CHECK_EQ(t_sh("%s connect </dev/null 2>/dev/null", cat), 1);
+	CHECK_EQ(t_sh("%s --help >/dev/null", cat), 0);
 }
 
 /* Exit status 3 when no message arrives in time (connect and listen). */
@@ -192,7 +192,7 @@ CTEST(tools_cat_timeout)
 	int64_t t0 = t_now_ms();
 	int rc = t_sh("%s --wait --timeout 300 connect '%s' </dev/null 2>/dev/null", cat, addr);
 	CHECKF(rc == 3, "exit %d, expected 3", rc);
-	CHECK(t_now_ms() - t0 >= 250);
+	CHECK_GE(t_now_ms() - t0, 250);
 	CHECKF((rc = reap(srv, 10000)) == 0, "listener exited %d", rc);
 	/* nobody connects */
 	rc = t_sh("%s --timeout 200 listen '%s' </dev/null 2>/dev/null", cat, t_addr(scheme));
@@ -206,14 +206,14 @@ TEST(tools_cat_protocol_error)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	snprintf(sa.sun_path, sizeof sa.sun_path, "%s/junk.sock", t_tmpdir());
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	CHECK(fd >= 0);
-	CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-	CHECK(listen(fd, 4) == 0);
+	CHECK_GE(fd, 0);
+	CHECK_EQ(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	CHECK_EQ(listen(fd, 4), 0);
 	pid_t cli = spawn("%s --wait --timeout 10000 connect 'unix:%s' </dev/null >/dev/null 2>&1", cat, sa.sun_path);
 	int c = accept(fd, NULL, NULL);
-	CHECK(c >= 0);
+	CHECK_GE(c, 0);
 	static const char junk[] = "HTTP/1.0 200 OK\r\n\r\n";
-	CHECK(write(c, junk, sizeof junk - 1) == (ssize_t)sizeof junk - 1);
+	CHECK_EQ(write(c, junk, sizeof junk - 1), (ssize_t)sizeof junk - 1);
 	int rc = reap(cli, 10000);
 	CHECKF(rc == 4, "exit %d, expected 4", rc);
 	close(c);
@@ -289,27 +289,28 @@ CTEST(tools_bench_json)
 	       "bad conn line: %s", line);
 	CHECK(!strcmp(tr, scheme) && count == 50 && mps > 0);
 
-	CHECK(t_sh("%s lat '%s' --count 100 --human | grep -q '^lat '", tool("ipc-bench"), t_addr(scheme)) == 0);
+	CHECK_EQ(t_sh("%s lat '%s' --count 100 --human | grep -q '^lat '", tool("ipc-bench"), t_addr(scheme)), 0);
 }
 
 /* Usage errors and a server that cannot start fail with a message. */
 TEST(tools_bench_errors)
 {
 	const char *b = tool("ipc-bench");
-	CHECK(t_sh("%s >/dev/null 2>&1", b) != 0);
-	CHECK(t_sh("%s lat >/dev/null 2>&1", b) != 0);
-	CHECK(t_sh("%s nope unix:@x >/dev/null 2>&1", b) != 0);
-	CHECK(t_sh("%s lat unix:@x --size 1Q >/dev/null 2>&1", b) != 0);
-	CHECK(t_sh("%s lat bogus:x --count 10 >/dev/null 2>&1", b) == 1);
-	CHECK(t_sh("%s lat 'unix:%s/no/such/dir/s' --count 10 >/dev/null 2>&1", b, t_tmpdir()) == 1);
-	CHECK(t_sh("%s --version >/dev/null", b) == 0);
+	CHECK_NE(t_sh("%s >/dev/null 2>&1", b), 0);
+	CHECK_NE(t_sh("%s lat >/dev/null 2>&1", b), 0);
+	CHECK_NE(t_sh("%s nope unix:@x >/dev/null 2>&1", b), 0);
+	CHECK_NE(t_sh("%s lat unix:@x --size 1Q >/dev/null 2>&1", b), 0);
+	CHECK_EQ(t_sh("%s lat bogus:x --count 10 >/dev/null 2>&1", b), 1);
+	CHECK_EQ(t_sh("%s lat 'unix:%s/no/such/dir/s' --count 10 >/dev/null 2>&1", b, t_tmpdir()), 1);
+	CHECK_EQ(t_sh("%s --version >/dev/null", b), 0);
 }
 
 /* Every example runs on its own (forking its peers) and succeeds. */
 TEST(examples_selftest)
 {
 	TEST_TIMEOUT(120);
-	static const char *const ex[] = {"demo", "echo_server", "echo_client", "reqrep", "fanout", "epoll_loop"};
+	static const char *const ex[] = {"demo", "echo_server", "echo_client", "reqrep", "fanout", "epoll_loop",
+					 "server"};
 	const char *b = t_env("IPC_BUILD");
 	if (!*b)
 		SKIP("IPC_BUILD not set");
@@ -351,4 +352,90 @@ CTEST(examples_any_scheme)
 		  line + 13);
 	CHECKF(rc == 0, "echo_client over %s failed", line + 13);
 	CHECKF((rc = reap(srv, 10000)) == 0, "echo_server exited %d", rc);
+}
+
+/* Wait until file contains text (a --verbose log line). */
+static void wait_for_text(const char *file, const char *text, pid_t srv)
+{
+	int64_t end = t_now_ms() + 10000;
+	while (t_sh("grep -qF '%s' '%s' 2>/dev/null", text, file) != 0) {
+		int st;
+		CHECKF(waitpid(srv, &st, WNOHANG) == 0, "listener exited before logging '%s'", text);
+		CHECKF(t_now_ms() < end, "no '%s' in %s", text, file);
+		usleep(2000);
+	}
+}
+
+/* listen --keep-open serves every connection at once: a first client that
+ * sends nothing does not keep a second one from being served (with plain
+ * --keep, the second waits for the first to close). */
+CTEST(tools_cat_keep_open)
+{
+	const char *cat = tool("ipc-cat");
+	const char *d = t_tmpdir();
+	char af[512], log[512], out[512], addr[IPC_ADDR_MAX + 2];
+	snprintf(af, sizeof af, "%s/addr", d);
+	snprintf(log, sizeof log, "%s/log", d);
+	snprintf(out, sizeof out, "%s/out", d);
+	pid_t srv = spawn("%s --echo --keep-open --count 3 --timeout 20000 --verbose --addr-file '%s' "
+			  "listen '%s' </dev/null 2>'%s'",
+			  cat, af, t_addr(scheme), log);
+	read_addr_file(af, addr, sizeof addr, srv);
+	/* the idle client: stdin a pipe nobody writes to */
+	int idle_in[2];
+	CHECK_EQ(pipe(idle_in), 0);
+	pid_t idle = spawn("%s --wait --timeout 30000 connect '%s' <&%d >/dev/null", cat, addr, idle_in[0]);
+	wait_for_text(log, "connection ", srv); /* accepted */
+	int64_t t0 = t_now_ms();
+	int rc = t_sh("printf 'a\\nbb\\n\\n' | %s --count 3 --timeout 10000 connect '%s' >'%s'", cat, addr, out);
+	CHECKF(rc == 0, "second client exited %d after %lld ms", rc, (long long)(t_now_ms() - t0));
+	CHECKF(t_sh("printf 'a\\nbb\\n\\n' | cmp -s - '%s'", out) == 0, "echoes differ");
+	CHECKF((rc = reap(srv, 10000)) == 0, "listener exited %d", rc);
+	/* the listener's exit closed the idle connection: the idle client ends */
+	close(idle_in[1]);
+	close(idle_in[0]);
+	CHECKF((rc = reap(idle, 10000)) == 0, "idle client exited %d", rc);
+}
+
+/* listen --keep-open without --echo: messages of every client are printed,
+ * and each stdin line goes to every client connected. */
+CTEST(tools_cat_keep_open_lines)
+{
+	const char *cat = tool("ipc-cat");
+	const char *d = t_tmpdir();
+	char af[512], log[512], out[512], o1[512], o2[512], addr[IPC_ADDR_MAX + 2];
+	snprintf(af, sizeof af, "%s/addr", d);
+	snprintf(log, sizeof log, "%s/log", d);
+	snprintf(out, sizeof out, "%s/out", d);
+	snprintf(o1, sizeof o1, "%s/o1", d);
+	snprintf(o2, sizeof o2, "%s/o2", d);
+	int srv_in[2];
+	CHECK_EQ(pipe(srv_in), 0);
+	pid_t srv = spawn("%s --keep-open --count 2 --timeout 20000 --verbose --addr-file '%s' "
+			  "listen '%s' <&%d >'%s' 2>'%s'",
+			  cat, af, t_addr(scheme), srv_in[0], out, log);
+	close(srv_in[0]);
+	read_addr_file(af, addr, sizeof addr, srv);
+	/* each client waits for the listener's line, then says one line; the
+	 * listener stops after two, which ends the clients (--wait) */
+	int p1[2], p2[2];
+	CHECK_EQ(pipe(p1), 0);
+	CHECK_EQ(pipe(p2), 0);
+	pid_t c1 = spawn("%s --wait --timeout 20000 connect '%s' <&%d >'%s'", cat, addr, p1[0], o1);
+	wait_for_text(log, "connection 1 accepted", srv);
+	pid_t c2 = spawn("%s --wait --timeout 20000 connect '%s' <&%d >'%s'", cat, addr, p2[0], o2);
+	wait_for_text(log, "connection 2 accepted", srv);
+	CHECK_EQ(write(srv_in[1], "to-all\n", 7), 7);
+	wait_for_text(o1, "to-all", srv);
+	wait_for_text(o2, "to-all", srv);
+	CHECK_EQ(write(p1[1], "from-1\n", 7), 7);
+	CHECK_EQ(write(p2[1], "from-2\n", 7), 7);
+	close(p1[1]), close(p2[1]);
+	int rc;
+	CHECKF((rc = reap(c1, 10000)) == 0, "client 1 exited %d", rc);
+	CHECKF((rc = reap(c2, 10000)) == 0, "client 2 exited %d", rc);
+	CHECKF((rc = reap(srv, 10000)) == 0, "listener exited %d", rc);
+	CHECK_EQ(t_sh("grep -qx to-all '%s' && grep -qx to-all '%s'", o1, o2), 0);
+	CHECK_EQ(t_sh("sort '%s' | tr '\\n' , | grep -qx 'from-1,from-2,'", out), 0);
+	close(srv_in[1]), close(p1[0]), close(p2[0]);
 }

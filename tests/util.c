@@ -42,7 +42,7 @@ ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char 
 	ipc_listener *l = ipc_listen(a, opts);
 	CHECKF(l != NULL, "ipc_listen(%s)", a);
 	if (bound)
-		CHECK(ipc_listener_addr(l, bound, IPC_ADDR_MAX + 1) > 0);
+		CHECK_GT(ipc_listener_addr(l, bound, IPC_ADDR_MAX + 1), 0);
 	return l;
 }
 
@@ -53,7 +53,7 @@ void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, 
 	*cli = ipc_connect(bound, opts);
 	CHECKF(*cli != NULL, "ipc_connect(%s)", bound);
 	*srv = t_accept(l); /* through ipc_poll: non-blocking options work too */
-	CHECK(ipc_listener_close(l) == 0);
+	CHECK_EQ(ipc_listener_close(l), 0);
 }
 
 int t_fd_count(void)
@@ -166,7 +166,7 @@ int t_wait(pid_t pid)
 {
 	int st;
 	while (waitpid(pid, &st, 0) < 0)
-		CHECK(errno == EINTR);
+		CHECK_EQ(errno, EINTR);
 	return st;
 }
 
@@ -235,7 +235,7 @@ void t_sleep_ms(int ms)
 ipc_conn *t_accept(ipc_listener *l)
 {
 	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
-	CHECK(ipc_poll(&it, 1, 10000) == 1);
+	CHECK_EQ(ipc_poll(&it, 1, 10000), 1);
 	CHECK(it.revents & IPC_POLLIN);
 	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
 	CHECK(c != NULL);

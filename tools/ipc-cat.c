@@ -4,6 +4,8 @@
  *   ipc-cat [OPTIONS] listen ADDR
  *   ipc-cat [OPTIONS] connect ADDR
  *
+ * listen --keep-open serves every connection at once in one poll loop.
+ *
  * Exit status: 0 ok, 1 usage, 2 connect/listen failure, 3 timeout,
  * 4 protocol or connection error.
  */
@@ -32,7 +34,7 @@ enum { EX_OK = 0, EX_USAGE = 1, EX_CONNECT = 2, EX_TIMEOUT = 3, EX_CONN = 4 };
 #define SEND_SLICE_MS 20
 
 static struct {
-	int listen, keep, echo, raw, hex, verbose, close_on_eof;
+	int listen, keep, keep_open, echo, raw, hex, verbose, close_on_eof;
 	long long count;  /* -1: unlimited */
 	int timeout_ms;   /* -1: none */
 	const char *addr, *addr_file;
@@ -53,6 +55,8 @@ static void usage(FILE *f)
 		"                    for the next message takes longer than MS\n"
 		"  --echo            send every received message back (stdin unused)\n"
 		"  --keep            listen: serve connections one after another\n"
+		"  -k, --keep-open   listen: serve every connection at once (stdin lines\n"
+		"                    go to all of them)\n"
 		"  --close           connect: close once stdin ended and was sent, after\n"
 		"                    printing what already arrived (the default unless\n"
 		"                    --count or --wait is given)\n"
@@ -322,6 +326,251 @@ done:
 	return rc;
 }
 
+/* ---- listen --keep-open: every connection at once, in one loop ---- */
+
+struct peer {
+	ipc_conn *c;
+	void *echo;     /* an echo not yet accepted by ipc_send (owned) */
+	size_t echolen;
+	int want_line;  /* the stdin line in flight is still to be sent here */
+	unsigned long id;
+};
+
+struct hub {
+	ipc_listener *l;
+	struct peer *p;
+	size_t n, cap;
+	unsigned char *line; /* the stdin line being sent to every peer */
+	size_t linelen;
+	int have_line;
+	int64_t last;        /* last activity, for --timeout */
+	unsigned long accepted;
+};
+
+/* Offer a message without waiting: 1 accepted (whole, per ipc_send(3)),
+ * 0 not now (EAGAIN: an earlier message is still held), -1 failed. */
+static int offer(ipc_conn *c, const void *m, size_t n)
+{
+	if (ipc_send(c, m, n, IPC_DONTWAIT) >= 0)
+		return 1;
+	return errno == EAGAIN ? 0 : -1;
+}
+
+static void hub_drop(struct hub *h, size_t i, const char *why, int err)
+{
+	struct peer *p = &h->p[i];
+	if (err == EPIPE)
+		note("connection %lu: peer closed", p->id);
+	else
+		fprintf(stderr, "ipc-cat: connection %lu: %s: %s\n", p->id, why, strerror(err));
+	free(p->echo);
+	ipc_close(p->c);
+	h->p[i] = h->p[--h->n];
+}
+
+static int hub_accept(struct hub *h)
+{
+	ipc_conn *c;
+	while ((c = ipc_accept(h->l, IPC_DONTWAIT)) != NULL) {
+		if (h->n == h->cap) {
+			size_t cap = h->cap ? 2 * h->cap : 16;
+			struct peer *np = realloc(h->p, cap * sizeof *np);
+			if (!np) {
+				ipc_close(c);
+				return -1;
+			}
+			h->p = np, h->cap = cap;
+		}
+		h->p[h->n++] = (struct peer){.c = c, .id = ++h->accepted};
+		h->last = now_ms();
+		note("connection %lu accepted (%zu open)", h->accepted, h->n);
+	}
+	return errno == EAGAIN || errno == ECONNABORTED || errno == EACCES || errno == EPERM ? 0 : -1;
+}
+
+/* Move one peer on without waiting: pending echo, the stdin line, then
+ * what it sent.  0 keep, 1 drop it (reported), 2 --count reached. */
+static int hub_pump(struct hub *h, struct peer *p, int *flushed)
+{
+	if (p->echo) {
+		int r = offer(p->c, p->echo, p->echolen);
+		if (r < 0)
+			return 1;
+		if (r == 0)
+			return 0; /* its echo waits: do not read it (backpressure) */
+		free(p->echo);
+		p->echo = NULL;
+	}
+	if (h->have_line && p->want_line) {
+		int r = offer(p->c, h->line, h->linelen);
+		if (r < 0)
+			return 1;
+		p->want_line = r == 0;
+	}
+	while (!p->echo) {
+		void *m;
+		ssize_t n = ipc_recv_alloc(p->c, &m, IPC_DONTWAIT);
+		if (n < 0)
+			return errno == EAGAIN ? 0 : 1;
+		h->last = now_ms();
+		g_received++;
+		if (g.echo) {
+			p->echo = m, p->echolen = (size_t)n;
+			int r = offer(p->c, m, (size_t)n);
+			if (r < 0)
+				return 1;
+			if (r == 1) {
+				free(p->echo);
+				p->echo = NULL;
+			}
+		} else {
+			int r = deliver(m, (size_t)n);
+			free(m);
+			*flushed = 0;
+			if (r)
+				return 1;
+		}
+		if (g.count >= 0 && g_received >= g.count)
+			return 2;
+	}
+	return 0;
+}
+
+/* Take the next stdin line (or, with --raw, all of stdin once it ended)
+ * for every peer open now.  Whether one was taken. */
+static int hub_take_line(struct hub *h, struct buf *in, int stdin_open)
+{
+	if (g.echo || h->have_line || !h->n || in->len == in->off)
+		return 0;
+	unsigned char *nl = g.raw ? NULL : memchr(in->p + in->off, '\n', in->len - in->off);
+	size_t len;
+	if (nl)
+		len = (size_t)(nl - (in->p + in->off));
+	else if (!stdin_open)
+		len = in->len - in->off;
+	else
+		return 0;
+	free(h->line);
+	h->line = malloc(len ? len : 1);
+	if (!h->line)
+		return 0;
+	memcpy(h->line, in->p + in->off, len);
+	h->linelen = len;
+	in->off += len + (nl != NULL);
+	h->have_line = 1;
+	for (size_t i = 0; i < h->n; i++)
+		h->p[i].want_line = 1;
+	return 1;
+}
+
+static int hub_run(ipc_listener *l, struct buf *in, int *stdin_open)
+{
+	struct hub h = {.l = l, .last = now_ms()};
+	struct pollfd *pf = NULL;
+	size_t pfcap = 0;
+	int rc = EX_OK;
+	for (;;) {
+		if (hub_accept(&h) < 0) {
+			fprintf(stderr, "ipc-cat: accept: %s\n", strerror(errno));
+			rc = EX_CONNECT;
+			break;
+		}
+		int flushed = 1, stop = 0;
+		for (size_t i = h.n; i-- > 0;) {
+			int r = hub_pump(&h, &h.p[i], &flushed);
+			if (r == 1)
+				hub_drop(&h, i, "receive or send", errno);
+			else if (r == 2)
+				stop = 1;
+		}
+		if (!flushed && fflush(stdout) != 0) {
+			rc = EX_CONN;
+			break;
+		}
+		if (stop)
+			break;
+		if (h.have_line) {
+			int pending = 0;
+			for (size_t i = 0; i < h.n; i++)
+				pending |= h.p[i].want_line;
+			h.have_line = pending;
+		}
+		if (hub_take_line(&h, in, *stdin_open))
+			continue;
+
+		/* wait: the listener, every connection (for the poll(2)
+		 * events ipc_conn_ready() names), stdin */
+		if (pfcap < h.n + 2) {
+			pfcap = 2 * (h.n + 2);
+			struct pollfd *np = realloc(pf, pfcap * sizeof *np);
+			if (!np) {
+				rc = EX_CONN;
+				break;
+			}
+			pf = np;
+		}
+		size_t k = 0;
+		int ready = 0;
+		short pev = 0;
+		ready |= ipc_listener_ready(l, IPC_POLLIN, &pev) != 0;
+		pf[k++] = (struct pollfd){.fd = ipc_listener_fd(l), .events = pev};
+		for (size_t i = 0; i < h.n; i++) {
+			struct peer *p = &h.p[i];
+			int ev = p->echo ? IPC_POLLOUT : IPC_POLLIN | (p->want_line ? IPC_POLLOUT : 0);
+			pev = 0;
+			ready |= ipc_conn_ready(p->c, ev, &pev) != 0;
+			pf[k++] = (struct pollfd){.fd = ipc_conn_fd(p->c), .events = pev};
+		}
+		int want_stdin = *stdin_open && !g.echo && !h.have_line && h.n;
+		if (want_stdin)
+			pf[k++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
+		int wait = ready ? 0 : -1;
+		if (!ready && g.timeout_ms >= 0) {
+			int64_t left = h.last + g.timeout_ms - now_ms();
+			if (left <= 0) {
+				fprintf(stderr, "ipc-cat: timed out waiting for a connection or message\n");
+				rc = EX_TIMEOUT;
+				break;
+			}
+			wait = (int)left;
+		}
+		int pr = poll(pf, k, wait);
+		if (pr < 0 && errno != EINTR) {
+			rc = EX_CONN;
+			break;
+		}
+		if (pr > 0 && want_stdin && (pf[k - 1].revents & (POLLIN | POLLHUP | POLLERR))) {
+			if (buf_reserve(in, 65536) < 0) {
+				rc = EX_CONN;
+				break;
+			}
+			ssize_t n = read(STDIN_FILENO, in->p + in->len, in->cap - in->len);
+			if (n > 0) {
+				in->len += (size_t)n;
+				h.last = now_ms();
+			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				*stdin_open = 0;
+				note("end of stdin");
+			}
+		}
+	}
+	/* the last echo goes out before leaving (as in session()) */
+	for (size_t i = 0; i < h.n; i++) {
+		if (h.p[i].echo) {
+			ipc_conn_set_timeouts(h.p[i].c, -1, -1);
+			if (ipc_send(h.p[i].c, h.p[i].echo, h.p[i].echolen, 0) < 0 && errno != EPIPE)
+				rc = rc ? rc : EX_CONN;
+			free(h.p[i].echo);
+		}
+		ipc_close(h.p[i].c);
+	}
+	free(h.p);
+	free(h.line);
+	free(pf);
+	fflush(stdout);
+	return rc;
+}
+
 static int write_addr_file(const char *path, const char *addr)
 {
 	char tmp[PATH_MAX];
@@ -354,6 +603,11 @@ static int run_listen(struct buf *in, int *stdin_open)
 		fprintf(stderr, "ipc-cat: %s: %s\n", g.addr_file, strerror(errno));
 		ipc_listener_close(l);
 		return EX_USAGE;
+	}
+	if (g.keep_open) {
+		int rc = hub_run(l, in, stdin_open);
+		ipc_listener_close(l);
+		return rc;
 	}
 	int rc = EX_OK, stop = 0;
 	do {
@@ -400,12 +654,13 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"count", required_argument, 0, 'c'},   {"timeout", required_argument, 0, 't'},
-		{"echo", no_argument, 0, 'e'},          {"keep", no_argument, 0, 'k'},
+		{"echo", no_argument, 0, 'e'},
 		{"raw", no_argument, 0, 'r'},           {"hex", no_argument, 0, 'x'},
 		{"mode", required_argument, 0, 'm'},    {"addr-file", required_argument, 0, 'a'},
 		{"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
 		{"close", no_argument, 0, 'C'},         {"max-size", required_argument, 0, 'M'},
-		{"wait", no_argument, 0, 'W'},
+		{"wait", no_argument, 0, 'W'},          {"keep-open", no_argument, 0, 'k'},
+		{"keep", no_argument, 0, 'K'},
 		{0, 0, 0, 0},
 	};
 	long long v;
@@ -414,7 +669,7 @@ int main(int argc, char **argv)
 	g.count = -1;
 	g.timeout_ms = -1;
 	int o;
-	while ((o = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "+k", longopts, NULL)) != -1) {
 		switch (o) {
 		case 'c':
 			if (parse_long(optarg, 1, LLONG_MAX, 10, &g.count) < 0)
@@ -436,7 +691,8 @@ int main(int argc, char **argv)
 			g.opt.max_msg_size = (size_t)v;
 			break;
 		case 'e': g.echo = 1; break;
-		case 'k': g.keep = 1; break;
+		case 'K': g.keep = 1; break;
+		case 'k': g.keep_open = 1; break;
 		case 'r': g.raw = 1; break;
 		case 'x': g.hex = 1; break;
 		case 'a': g.addr_file = optarg; break;
@@ -454,7 +710,7 @@ int main(int argc, char **argv)
 	else if (strcmp(argv[optind], "connect"))
 		goto bad;
 	g.addr = argv[optind + 1];
-	if ((g.keep && !g.listen) || (wait_peer && g.close_on_eof))
+	if (((g.keep || g.keep_open) && !g.listen) || (g.keep && g.keep_open) || (wait_peer && g.close_on_eof))
 		goto bad;
 	/* like nc: connect closes when stdin ends, unless told to wait */
 	if (!g.listen && !wait_peer && g.count < 0)
