@@ -65,12 +65,8 @@ $(SOLIB): $(LIB_OBJ) lib/libipc.map
 $(BUILD)/%: tools/%.c $(ALIB) include/ipc.h
 	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS) -lm
 
-# tools/reqrep-bench (issue 11's server workload; tools/reqrep.h is shared
-# with bench/, see tests/bench.mk).
-tools: $(BUILD)/reqrep-bench
-$(BUILD)/reqrep-bench: tools/reqrep-bench.c tools/reqrep.h $(ALIB) include/ipc.h
-	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS)
-$(BUILD)/obj/tests/test_bench.o: tools/reqrep.h
+# tools/reqrep.h: the workload of reqrep-bench, bench/ (tests/bench.mk), test_bench
+$(BUILD)/reqrep-bench $(BUILD)/obj/tests/test_bench.o: tools/reqrep.h
 
 $(BUILD)/examples/%: examples/%.c $(ALIB) include/ipc.h
 	@mkdir -p $(dir $@)
