@@ -14,7 +14,10 @@
 # (with the load average before it) goes to stdout and to $OUT; the table
 # at the end gives, for each libipc transport, its round trips/s over
 # ZeroMQ's and nng's on the comparable transport (unix, shm, mq: their ipc;
-# tcp: their tcp): above 1 = libipc faster.
+# tcp: their tcp): above 1 = libipc faster.  How quiet the machine was:
+# the load average before each run (it still counts the 51 processes of
+# the run before) and, per run, "others_cpu_s": CPU time taken by other
+# processes while the run was timed (tools/reqrep.h).
 #
 # Knobs: REPS=3 CLIENTS=50 COUNT=2000 MAX_SIZE=65536 TIMEOUT=600 (s/run)
 #        OUT=/tmp/bench-reqrep.jsonl  LIBIPC="unix tcp shm mq"
@@ -52,7 +55,8 @@ for p in $PEERS; do
 done
 
 echo "== reqrep: $CLIENTS client processes x $COUNT round trips of 0..$MAX_SIZE B, one server thread;" \
-	"$(date -u '+%Y-%m-%d %H:%M:%SZ'), $(nproc) cpu(s), $(uname -sr), $REPS interleaved reps"
+	"$(date -u '+%Y-%m-%d %H:%M:%SZ'), $(nproc) cpu(s), $(uname -sr), $REPS interleaved reps;" \
+	"load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$OUT" || exit 1
 failed=0
 for rep in $(seq 1 "$REPS"); do
@@ -100,8 +104,8 @@ END {
 	}
 	printf "\nmedian of the runs by round trips/s; x_zmq, x_nng = libipc round trips/s over the peer'"'"'s\n"
 	printf "(unix, shm, mq against their ipc, tcp against their tcp): above 1 = libipc faster\n"
-	printf "%-7s %-5s %7s %9s %9s %9s %9s %9s %8s %6s %6s\n", "impl", "trans", "wall_s", "rt/s", "p50_us", "p99_us",
-		"srv_MiB", "srv_cpu", "cli_cpu", "x_zmq", "x_nng"
+	printf "%-7s %-5s %7s %9s %9s %9s %9s %9s %8s %8s %6s %6s\n", "impl", "trans", "wall_s", "rt/s", "p50_us", "p99_us",
+		"srv_MiB", "srv_cpu", "cli_cpu", "oth_cpu", "x_zmq", "x_nng"
 	for (i = 1; i <= n; i++) {
 		k = order[i]; split(k, kt, ":")
 		if (!(k in med)) { printf "%-7s %-5s FAILED: %s\n", kt[1], kt[2], substr(fail[k], 1, 90); continue }
@@ -111,9 +115,10 @@ END {
 			if (("zmq:" peer) in med) xz = sprintf("%.2f", jget(s, "rt_per_s") / jget(med["zmq:" peer], "rt_per_s"))
 			if (("nng:" peer) in med) xn = sprintf("%.2f", jget(s, "rt_per_s") / jget(med["nng:" peer], "rt_per_s"))
 		}
-		printf "%-7s %-5s %7.2f %9.0f %9.0f %9.0f %9.1f %9.2f %8.2f %6s %6s\n", kt[1], kt[2], jget(s, "wall_s"),
+		printf "%-7s %-5s %7.2f %9.0f %9.0f %9.0f %9.1f %9.2f %8.2f %8.2f %6s %6s\n", kt[1], kt[2], jget(s, "wall_s"),
 			jget(s, "rt_per_s"), jget(s, "rtt_p50_ns") / 1000, jget(s, "rtt_p99_ns") / 1000,
-			jget(s, "server_rss_kib") / 1024, jget(s, "server_cpu_s"), jget(s, "clients_cpu_s"), xz, xn
+			jget(s, "server_rss_kib") / 1024, jget(s, "server_cpu_s"), jget(s, "clients_cpu_s"),
+			jget(s, "others_cpu_s"), xz, xn
 	}
 }' "$OUT"
 echo "raw JSON: $OUT; $failed failed run(s); load average now $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -55,7 +55,8 @@ CTEST(bench_reqrep_small_run)
 	       "%s", line);
 	double p50 = json_num(line, "rtt_p50_ns"), p99 = json_num(line, "rtt_p99_ns");
 	CHECKF(json_num(line, "rt_per_s") > 0 && p50 > 0 && p50 <= p99, "%s", line);
-	CHECKF(json_num(line, "server_rss_kib") > 0 && json_num(line, "cpu_s") >= 0, "%s", line);
+	CHECKF(json_num(line, "server_rss_kib") > 0 && json_num(line, "cpu_s") >= 0 && json_num(line, "others_cpu_s") >= 0,
+	       "%s", line);
 	CHECKF(json_num(line, "send_waits") >= 0 && json_num(line, "blocking_sends") >= 0, "%s", line);
 }
 

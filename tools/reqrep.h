@@ -23,7 +23,12 @@
  * round trips per second (N * COUNT / wall); each round trip's time
  * (CLOCK_MONOTONIC, send to full reply), p50/p99 by nearest rank over all
  * of them; the server's max RSS and CPU (user + sys, every thread) and the
- * clients' summed CPU, from wait4(2); the 1-minute load average at start.
+ * clients' summed CPU, from wait4(2).  How quiet the machine was: the
+ * 1-minute load average at start (it still counts the processes of a run
+ * that just ended), and, from /proc/stat over the timed part, the CPU time
+ * other processes took ("others_cpu_s": busy time of the machine minus
+ * ours, so it also holds our own set-up and teardown outside the timed
+ * part) and the time the hypervisor stole ("steal_s").
  *
  * Exit status: 0 ok (one JSON line on stdout), 1 a process failed or a
  * check failed (why on stderr), 2 usage.  Every process dies with the
@@ -175,6 +180,25 @@ static double rr_load1(void)
 		fclose(f);
 	}
 	return l;
+}
+
+/* CPU time the whole machine spent busy (user, nice, system, irq,
+ * softirq) and stolen by the hypervisor, in seconds, from /proc/stat. */
+static void rr_machine_cpu(double *busy, double *steal)
+{
+	unsigned long long v[8] = {0};
+	FILE *f = fopen("/proc/stat", "r");
+	*busy = *steal = 0;
+	if (!f)
+		return;
+	int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+		       &v[6], &v[7]);
+	fclose(f);
+	double tick = (double)sysconf(_SC_CLK_TCK);
+	if (n == 8 && tick > 0) {
+		*busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / tick;
+		*steal = (double)v[7] / tick;
+	}
 }
 
 static double rr_cpu_s(const struct rusage *ru)
@@ -417,6 +441,8 @@ __attribute__((unused)) static int rr_main(const struct rr_impl *im, int argc, c
 	close(ready[1]);
 	close(go[0]);
 	long ready_n = rr_wait_ready(ready[0], cfg.clients);
+	double busy0, steal0, busy1, steal1;
+	rr_machine_cpu(&busy0, &steal0);
 	uint64_t t0 = rr_now_ns(), t1 = t0;
 	close(go[1]); /* start */
 	close(ready[0]);
@@ -424,6 +450,7 @@ __attribute__((unused)) static int rr_main(const struct rr_impl *im, int argc, c
 	struct rusage cli, srv;
 	memset(&srv, 0, sizeof srv);
 	int rc = rr_reap(cfg.clients, &cli, &srv, &t1);
+	rr_machine_cpu(&busy1, &steal1);
 	alarm(0);
 	if (im->cleanup)
 		im->cleanup(&cfg);
@@ -437,15 +464,15 @@ __attribute__((unused)) static int rr_main(const struct rr_impl *im, int argc, c
 	double sum = 0, wall = (double)(t1 - t0) / 1e9;
 	for (size_t i = 0; i < total; i++)
 		sum += (double)sh->rtt[i];
-	double scpu = rr_cpu_s(&srv), ccpu = rr_cpu_s(&cli);
+	double scpu = rr_cpu_s(&srv), ccpu = rr_cpu_s(&cli), others = busy1 - busy0 - scpu - ccpu;
 	printf("{\"impl\":\"%s\",\"bench\":\"reqrep\",\"transport\":\"%s\",\"clients\":%ld,\"count\":%ld,"
 	       "\"max_size\":%zu,\"wall_s\":%.3f,\"rt_per_s\":%.1f,\"rtt_p50_ns\":%llu,\"rtt_p99_ns\":%llu,"
 	       "\"rtt_mean_ns\":%.0f,\"server_rss_kib\":%ld,\"server_cpu_s\":%.3f,\"clients_cpu_s\":%.3f,"
-	       "\"cpu_s\":%.3f,\"load1\":%.2f%s}\n",
+	       "\"cpu_s\":%.3f,\"others_cpu_s\":%.2f,\"steal_s\":%.2f,\"load1\":%.2f%s}\n",
 	       im->name, cfg.transport, cfg.clients, cfg.count, cfg.max_size, wall, (double)total / wall,
 	       (unsigned long long)sh->rtt[(total + 1) / 2 - 1],
 	       (unsigned long long)sh->rtt[(total * 99 + 99) / 100 - 1], sum / (double)total, srv.ru_maxrss,
-	       scpu, ccpu, scpu + ccpu, load1, sh->note);
+	       scpu, ccpu, scpu + ccpu, others > 0 ? others : 0, steal1 - steal0, load1, sh->note);
 	return RR_OK;
 }
 
