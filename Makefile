@@ -28,7 +28,23 @@ SANFLAGS  = -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
 LIBS      = -lrt -pthread
 
-LIB_SRC   = $(wildcard lib/*.c)
+# tls: is built in when OpenSSL 3 is found (pkg-config openssl); TLS=1
+# forces it (the build fails without OpenSSL), TLS=0 leaves it out and
+# libipc needs nothing but libc.
+ifndef TLS
+TLS      := $(shell pkg-config --atleast-version=3 openssl 2>/dev/null && echo 1 || echo 0)
+endif
+ifeq ($(TLS),1)
+TLS_CFLAGS := -DIPC_HAVE_TLS=1 $(shell pkg-config --cflags openssl 2>/dev/null)
+TLS_LIBS   := $(or $(shell pkg-config --libs openssl 2>/dev/null),-lssl -lcrypto)
+TLS_PC     := Requires.private: openssl
+LIBS      += $(TLS_LIBS)
+endif
+# objects follow a change of TLS= (the stamp changes only with the value)
+TLS_STAMP := $(BUILD)/.tls-config
+$(shell mkdir -p $(BUILD); echo 'TLS=$(TLS)' | cmp -s - $(TLS_STAMP) || echo 'TLS=$(TLS)' > $(TLS_STAMP))
+
+LIB_SRC   = $(filter-out $(if $(filter 1,$(TLS)),,lib/tls.c),$(wildcard lib/*.c))
 LIB_OBJ   = $(LIB_SRC:lib/%.c=$(BUILD)/obj/lib/%.o)
 TOOL_SRC  = $(wildcard tools/*.c)
 TOOLS     = $(TOOL_SRC:tools/%.c=$(BUILD)/%)
@@ -36,7 +52,7 @@ EX_SRC    = $(wildcard examples/*.c)
 EXAMPLES  = $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_SRC  = $(wildcard tests/*.c)
 TEST_OBJ  = $(TEST_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
-HDRS      = include/ipc.h lib/ipc_impl.h $(wildcard tests/*.h)
+HDRS      = include/ipc.h $(wildcard lib/*.h) $(wildcard tests/*.h)
 
 SONAME    = libipc.so.$(SOMAJOR)
 SOLIB     = $(BUILD)/libipc.so.$(VERSION)
@@ -49,9 +65,9 @@ lib: $(ALIB) $(SOLIB)
 tools: $(TOOLS)
 examples: $(EXAMPLES)
 
-$(BUILD)/obj/lib/%.o: lib/%.c $(HDRS)
+$(BUILD)/obj/lib/%.o: lib/%.c $(HDRS) $(TLS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE) -fPIC -fvisibility=hidden $(SANFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(BASE) $(TLS_CFLAGS) -fPIC -fvisibility=hidden $(SANFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(ALIB): $(LIB_OBJ)
 	@rm -f $@
@@ -63,7 +79,7 @@ $(SOLIB): $(LIB_OBJ) lib/libipc.map
 	ln -sf $(SONAME) $(BUILD)/libipc.so
 
 $(BUILD)/%: tools/%.c $(ALIB) include/ipc.h
-	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS) -lm
+	$(CC) $(BASE) $(TLS_CFLAGS) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS) -lm
 
 # tools/reqrep.h: the workload of reqrep-bench, bench/ (tests/bench.mk), test_bench
 $(BUILD)/reqrep-bench $(BUILD)/obj/tests/test_bench.o: tools/reqrep.h
@@ -72,16 +88,16 @@ $(BUILD)/examples/%: examples/%.c $(ALIB) include/ipc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS)
 
-$(BUILD)/obj/tests/%.o: tests/%.c $(HDRS)
+$(BUILD)/obj/tests/%.o: tests/%.c $(HDRS) $(TLS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE) -Ilib $(SANFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(BASE) $(TLS_CFLAGS) -Ilib $(SANFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/test-ipc: $(TEST_OBJ) $(ALIB)
 	$(CC) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(ALIB) $(LIBS)
 
 # The runner finds the build, the tree and the compiler through the environment.
 check: all $(BUILD)/test-ipc
-	IPC_BUILD=$(abspath $(BUILD)) IPC_SRC=$(CURDIR) IPC_CC="$(CC)" IPC_SAN="$(SAN)" \
+	IPC_BUILD=$(abspath $(BUILD)) IPC_SRC=$(CURDIR) IPC_CC="$(CC)" IPC_SAN="$(SAN)" IPC_TLS=$(TLS) \
 		$(BUILD)/test-ipc $(TESTS)
 
 demo: all
@@ -100,7 +116,7 @@ install: lib tools
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libipc.so
 	$(if $(TOOLS),install -m 0755 $(TOOLS) $(DESTDIR)$(BINDIR)/)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
-		-e 's|@VERSION@|$(VERSION)|g' pkgconfig/ipc.pc.in > $(DESTDIR)$(PCDIR)/ipc.pc
+		-e 's|@VERSION@|$(VERSION)|g' -e 's|@REQUIRES_PRIVATE@|$(TLS_PC)|' pkgconfig/ipc.pc.in > $(DESTDIR)$(PCDIR)/ipc.pc
 	for s in 1 3 7; do \
 		set -- man/*.$$s; [ -e "$$1" ] || continue; \
 		install -d $(DESTDIR)$(MANDIR)/man$$s && install -m 0644 "$$@" $(DESTDIR)$(MANDIR)/man$$s/; \

@@ -7,6 +7,7 @@
  *   unix:@name            Linux abstract-namespace socket (no file)
  *   tcp:host:port         TCP over IPv4/IPv6; host may be a name, "*" or
  *   tcp:[v6addr]:port     empty (listen on all); port 0 on listen = any
+ *   tls:host:port         TCP with TLS 1.2/1.3 (when built with OpenSSL)
  *   shm:name              shared-memory rings between local processes
  *   mq:/name              POSIX message queues between local processes
  *
@@ -118,6 +119,35 @@ struct ipc_options {
 	                           root), IPC_PEER_UID (peer_uid or root),
 	                           IPC_PEER_ANY (no check).  EPERM otherwise */
 	uid_t peer_uid;         /* the uid for IPC_PEER_UID */
+	/* tls: (ipc-tls(7)).  Strings are read by ipc_listen() and
+	 * ipc_connect() only: the library keeps no pointer to them. */
+	const char *tls_cert_file;   /* PEM certificate chain (leaf first):
+	                                required to listen; a client sends it
+	                                when the listener asks (mutual TLS) */
+	const char *tls_key_file;    /* PEM private key (default: in
+	                                tls_cert_file) */
+	const char *tls_ca_file;     /* PEM file of CAs trusted to sign the
+	                                peer's certificate; with tls_ca_dir
+	                                NULL too: the system store */
+	const char *tls_ca_dir;      /* directory of hashed CA certificates */
+	const char *tls_server_name; /* client: the name the server's
+	                                certificate must carry, sent as SNI
+	                                (default: the host of the address) */
+	int tls_verify;              /* IPC_TLS_VERIFY_* (default PEER) */
+	int tls_min_version;         /* IPC_TLS_1_2 (default) or IPC_TLS_1_3 */
+	/* Remote use: every transport, then tcp: and tls: sockets. */
+	int connect_retry;           /* nonzero: while nobody listens
+	                                (ECONNREFUSED, ENOENT) connect tries
+	                                again, a new connection each time,
+	                                until connect_timeout_ms */
+	int keepalive_idle_s;        /* idle seconds before the first probe
+	                                (default 30; 0: no keep-alive) */
+	int keepalive_interval_s;    /* seconds between probes (default 5) */
+	int keepalive_count;         /* unanswered probes that end the
+	                                connection (default 4) */
+	int user_timeout_ms;         /* TCP_USER_TIMEOUT: unacknowledged data
+	                                this old ends the connection (default
+	                                60000; 0: the kernel's default) */
 	/* Room for options of later 0.x releases: the size of this struct
 	 * never changes within libipc.so.0 (ABI policy: ipc(7)).  Set by
 	 * ipc_options_init(); never touch it. */
@@ -128,6 +158,23 @@ struct ipc_options {
 #define IPC_PEER_SAME 0
 #define IPC_PEER_UID  1
 #define IPC_PEER_ANY  2
+
+/* Values of ipc_options.tls_verify (ipc-tls(7)). */
+#define IPC_TLS_VERIFY_PEER    0 /* client: verify the server's chain and
+                                    name; listener: ask no certificate */
+#define IPC_TLS_VERIFY_REQUIRE 1 /* as PEER, and a listener requires and
+                                    verifies a client certificate */
+#define IPC_TLS_VERIFY_NONE    2 /* verify nothing (tests only: anyone on
+                                    the path can read and change data) */
+
+/* Values of ipc_options.tls_min_version. */
+#define IPC_TLS_1_2 0x0303
+#define IPC_TLS_1_3 0x0304
+
+/* What ipc_conn_peer_cert() reports of the peer's verified certificate. */
+#define IPC_CERT_SUBJECT 1 /* subject, RFC 2253 ("CN=host,O=org") */
+#define IPC_CERT_SAN     2 /* subject alternative names, comma-separated
+                              ("DNS:a.example,IP:192.0.2.1,email:x@y") */
 
 /* Peer credentials, from the kernel (never from what the peer claims). */
 struct ipc_cred {
@@ -162,13 +209,15 @@ IPC_API ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts);
 
 /*
  * Send one message of len bytes, whole or not at all.  Returns len.
- * Blocks while the connection's capacity is full (per send_timeout_ms,
- * nonblock and IPC_DONTWAIT): EAGAIN / ETIMEDOUT and nothing sent.
- * EMSGSIZE: len > max_msg_size, or, without waiting (IPC_DONTWAIT, nonblock
- * or timeout 0), len + 4 > capacity (such a message can only flow through
- * a blocking or timed send).  A timed send whose message has started
- * flowing when its deadline passes is accepted (its rest is held, up to
- * max_msg_size, and flushed by later calls and close) rather than cut.
+ * A blocking or timed send waits while the connection's capacity is full
+ * (per send_timeout_ms): ETIMEDOUT and nothing sent.  A send that does not
+ * wait (IPC_DONTWAIT, nonblock, timeout 0) of any size is accepted whole
+ * whenever nothing is held: what the transport does not take now is held
+ * (one message per connection) and moved on by later calls on the
+ * connection; EAGAIN (nothing sent) only while a message is still held,
+ * which is exactly when IPC_POLLOUT is not ready.  A timed send whose
+ * message has started flowing when its deadline passes is held likewise.
+ * EMSGSIZE: len > max_msg_size.
  * EPIPE: the peer closed or died.
  */
 IPC_API ssize_t ipc_send(ipc_conn *c, const void *buf, size_t len, int flags);
@@ -214,11 +263,23 @@ IPC_API int ipc_conn_ready(ipc_conn *c, int events, short *pollevents);
  * scheme without pairs). */
 IPC_API int ipc_pair(const char *scheme, const struct ipc_options *opts, ipc_conn *pair[2]);
 
-/* The transport scheme of a connection: "unix", "tcp", "shm" or "mq". */
+/* The transport scheme of a connection: "unix", "tcp", "tls", "shm" or "mq". */
 IPC_API const char *ipc_conn_scheme(const ipc_conn *c);
 
 /* Kernel credentials of the peer (local transports; EOPNOTSUPP on tcp). */
 IPC_API int ipc_conn_peer_cred(const ipc_conn *c, struct ipc_cred *cred);
+
+/* The peer's verified certificate (tls: only): what is IPC_CERT_SUBJECT
+ * or IPC_CERT_SAN, written NUL-terminated into buf.  Returns the length;
+ * -1 with EOPNOTSUPP (not tls), ENOENT (the peer sent no certificate, or
+ * no SAN), ENOTCONN (handshake not finished yet), ENOSPC (too small). */
+IPC_API int ipc_conn_peer_cert(const ipc_conn *c, int what, char *buf, size_t len);
+
+/* A sentence on why the last failing libipc call of this thread failed,
+ * when errno alone does not say (a certificate not trusted, expired, for
+ * another name; a peer that does not speak TLS ...); "" when there is
+ * none.  Static per-thread storage, valid until the thread's next call. */
+IPC_API const char *ipc_error_detail(void);
 
 /* Close the connection: flush per linger_ms, release everything.  Returns
  * 0, or -1 if held data could not be delivered (the handle is freed). */

@@ -12,6 +12,9 @@ extern const struct ipc__transport ipc__unix_transport;
 extern const struct ipc__transport ipc__tcp_transport;
 extern const struct ipc__transport ipc__shm_transport;
 extern const struct ipc__transport ipc__mq_transport;
+#ifdef IPC_HAVE_TLS
+extern const struct ipc__transport ipc__tls_transport;
+#endif
 
 /* The scheme table: the one place that lists transports. */
 const struct ipc__transport *const ipc__transports[] = {
@@ -19,12 +22,20 @@ const struct ipc__transport *const ipc__transports[] = {
 	&ipc__tcp_transport,
 	&ipc__shm_transport,
 	&ipc__mq_transport,
+#ifdef IPC_HAVE_TLS
+	&ipc__tls_transport,
+#endif
 	NULL,
 };
 
 /* The six functions whose 0.1 behaviour lib/compat.c keeps under IPC_0.1:
  * these definitions are the default version, IPC_0.2. */
+#ifndef IPC__NO_SYMVER
 #define IPC__DEFAULT_V02(fn) __asm__(".symver " #fn ", " #fn "@@@IPC_0.2")
+#else /* the fuzz build: clang's coverage instrumentation would define
+       * both fn and fn@@IPC_0.2, a duplicate in a static link */
+#define IPC__DEFAULT_V02(fn) struct ipc__no_symver_##fn
+#endif
 IPC__DEFAULT_V02(ipc_options_init);
 IPC__DEFAULT_V02(ipc_listen);
 IPC__DEFAULT_V02(ipc_connect);
@@ -60,6 +71,18 @@ void ipc_options_init(struct ipc_options *o)
 	o->mode = 0600;
 	o->peer_check = IPC_PEER_SAME;
 	o->peer_uid = 0;
+	o->tls_verify = IPC_TLS_VERIFY_PEER;
+	o->tls_min_version = IPC_TLS_1_2;
+	o->keepalive_idle_s = 30;
+	o->keepalive_interval_s = 5;
+	o->keepalive_count = 4;
+	o->user_timeout_ms = 60000;
+}
+
+/* The option strings are read by listen/connect only: a handle keeps none. */
+static void opts_forget_strings(struct ipc_options *o)
+{
+	o->tls_cert_file = o->tls_key_file = o->tls_ca_file = o->tls_ca_dir = o->tls_server_name = NULL;
 }
 
 static int opts_resolve(const struct ipc_options *in, struct ipc_options *out)
@@ -71,7 +94,12 @@ static int opts_resolve(const struct ipc_options *in, struct ipc_options *out)
 	if (out->connect_timeout_ms < -1 || out->send_timeout_ms < -1 || out->recv_timeout_ms < -1 ||
 	    out->linger_ms < -1 || out->max_msg_size == 0 || out->max_msg_size > IPC_MAX_MSG_LIMIT ||
 	    out->capacity < 4096 || out->capacity > ((size_t)1 << 30) || (out->mode & ~0777u) ||
-	    out->peer_check < IPC_PEER_SAME || out->peer_check > IPC_PEER_ANY) {
+	    out->peer_check < IPC_PEER_SAME || out->peer_check > IPC_PEER_ANY ||
+	    out->tls_verify < IPC_TLS_VERIFY_PEER || out->tls_verify > IPC_TLS_VERIFY_NONE ||
+	    (out->tls_min_version != IPC_TLS_1_2 && out->tls_min_version != IPC_TLS_1_3) ||
+	    out->keepalive_idle_s < 0 || out->keepalive_idle_s > 32767 || out->keepalive_interval_s < 1 ||
+	    out->keepalive_interval_s > 32767 || out->keepalive_count < 1 || out->keepalive_count > 127 ||
+	    out->user_timeout_ms < 0) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -113,6 +141,7 @@ ipc_listener *ipc_listen(const char *addr, const struct ipc_options *opts)
 {
 	struct ipc_options o;
 	const char *name;
+	ipc__detail_clear();
 	const struct ipc__transport *tp = lookup(addr, &name);
 	if (!tp || opts_resolve(opts, &o) < 0)
 		return NULL;
@@ -121,6 +150,7 @@ ipc_listener *ipc_listen(const char *addr, const struct ipc_options *opts)
 		return NULL;
 	l->tp = tp;
 	l->opt = o;
+	opts_forget_strings(&l->opt);
 	return l;
 }
 
@@ -155,6 +185,7 @@ ipc_conn *ipc_accept(ipc_listener *l, int flags)
 		errno = EINVAL;
 		return NULL;
 	}
+	ipc__detail_clear();
 	int64_t dl = call_deadline(l->opt.nonblock, l->opt.recv_timeout_ms, flags);
 	struct ipc_conn *c = l->tp->accept(l, dl);
 	if (!c)
@@ -168,17 +199,34 @@ ipc_conn *ipc_connect(const char *addr, const struct ipc_options *opts)
 {
 	struct ipc_options o;
 	const char *name;
+	ipc__detail_clear();
 	const struct ipc__transport *tp = lookup(addr, &name);
 	if (!tp || opts_resolve(opts, &o) < 0)
 		return NULL;
 	int64_t dl = ipc__deadline(o.connect_timeout_ms);
 	if (dl == IPC__NOW) /* a connect always gets to try once */
 		dl = ipc__now();
-	struct ipc_conn *c = tp->connect(name, &o, dl);
-	if (!c)
-		return NULL;
+	struct ipc_conn *c;
+	int pause_ms = 10, refused = 0;
+	while (!(c = tp->connect(name, &o, dl))) {
+		/* connect_retry: nobody listens yet; try again, a new
+		 * connection each time, until the deadline */
+		if (refused && (errno == ETIMEDOUT || errno == EAGAIN))
+			errno = refused; /* out of time while nobody listened */
+		if (!o.connect_retry || (errno != ECONNREFUSED && errno != ENOENT))
+			return NULL;
+		int left = ipc__remaining_ms(dl);
+		if (left == 0)
+			return NULL;
+		refused = errno;
+		ipc__sleep_ms(left < 0 || left > pause_ms ? pause_ms : left);
+		errno = refused;
+		if (pause_ms < 200)
+			pause_ms *= 2;
+	}
 	c->tp = tp;
 	c->opt = o;
+	opts_forget_strings(&c->opt);
 	return c;
 }
 
@@ -211,6 +259,7 @@ int ipc_pair(const char *scheme, const struct ipc_options *opts, ipc_conn *pair[
 	for (int i = 0; i < 2; i++) {
 		c[i]->tp = tp;
 		c[i]->opt = o;
+		opts_forget_strings(&c[i]->opt);
 		pair[i] = c[i];
 	}
 	return 0;
@@ -400,6 +449,19 @@ int ipc_conn_peer_cred(const ipc_conn *c, struct ipc_cred *cred)
 		return -1;
 	}
 	return c->tp->peer_cred(c, cred);
+}
+
+int ipc_conn_peer_cert(const ipc_conn *c, int what, char *buf, size_t len)
+{
+	if (!c || !buf || (what != IPC_CERT_SUBJECT && what != IPC_CERT_SAN)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (!c->tp->peer_cert) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	return c->tp->peer_cert(c, what, buf, len);
 }
 
 int ipc_close(ipc_conn *c)

@@ -54,6 +54,11 @@ int ipc__wouldblock(int64_t deadline)
 	return -1;
 }
 
+int ipc__deadline_passed(int64_t deadline)
+{
+	return deadline == IPC__NOW || (deadline != IPC__FOREVER && ipc__now() >= deadline);
+}
+
 int ipc__wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = {.fd = fd, .events = events};
@@ -73,6 +78,13 @@ int ipc__wait_fd(int fd, short events, int64_t deadline)
 		if (errno != EINTR)
 			return -1;
 	}
+}
+
+void ipc__sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
 }
 
 void ipc__close_fd(int fd)

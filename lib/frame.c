@@ -1,30 +1,26 @@
-/* frame.c - message framing over any connected byte-stream socket.
+/* frame.c - message framing over any connected byte stream.
  *
  * Wire format (ipc-wire(7)): each side first sends an 8-byte hello, then
- * every message is a 4-byte big-endian length followed by the payload.
+ * every message is a 4-byte big-endian length followed by the payload; an
+ * orderly close ends with the end-of-stream frame (length 0xffffffff).
+ * Every byte goes through the stream's ops (struct ipc__bstream_ops in
+ * ipc_impl.h): this file never touches a descriptor.
  *
  * Receive side (touched only by the receiving thread): bytes are read into
  * a 64 KiB buffer; a message that does not fit is assembled in a buffer of
  * exactly its announced size (checked against max_msg_size first) or, for
  * a blocking receive into a large enough user buffer, read straight into
- * it.  Send side (guarded by slock): messages go straight to the socket;
+ * it.  Send side (guarded by slock): messages go straight to the stream;
  * what a non-blocking or timed send could not write is kept in obuf, whose
  * fill is bounded by the capacity, and is flushed before anything else.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ipc_impl.h"
@@ -34,27 +30,30 @@
 
 struct stream {
 	struct ipc_conn base;
-	int fd;
-	int cred_ok;
+	const struct ipc__bstream_ops *ops;
+	void *ctx;
+	atomic_int owner; /* ipc_pair end: the process using it (0: none yet);
+			   * -1: any process (ipc(7), "Fork and exec") */
 
 	/* receive side */
 	unsigned char *ib;
 	size_t ioff, ilen;
 	int hello_ok;
+	atomic_int hello_seen; /* the peer's hello was read: 1 ok, 2 refused */
 	int have_hdr;
 	uint32_t mlen;
 	unsigned char *big; /* message being assembled, mlen bytes */
 	size_t bhave;
 	int rerr;
-	int64_t rcvtimeo; /* SO_RCVTIMEO in force (ns), 0 = none */
+	atomic_int peer_gone; /* the receive side saw the peer's end */
 
 	/* send side */
 	pthread_mutex_t slock;
 	unsigned char *ob;
 	size_t ocap, ooff, olen;
 	unsigned char *stage; /* send_batch packing buffer */
-	int64_t sndtimeo;     /* SO_SNDTIMEO in force (ns), 0 = none */
 	int serr;
+	int sent_any;          /* a message was accepted (close_wait_hello) */
 	atomic_size_t pending; /* olen, readable without slock */
 };
 
@@ -63,17 +62,38 @@ static struct stream *S(struct ipc_conn *c)
 	return (struct stream *)c;
 }
 
-void ipc__hello_encode(unsigned char out[IPC__HELLO_LEN])
+/* A connection made before a fork (ipc_pair) belongs to the first process
+ * that uses it. */
+static struct stream *U(struct ipc_conn *c)
+{
+	struct stream *s = S(c);
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) == 0)
+		atomic_store_explicit(&s->owner, (int)getpid(), memory_order_relaxed);
+	return s;
+}
+
+void ipc__stream_disown(struct ipc_conn *c)
+{
+	atomic_store_explicit(&S(c)->owner, 0, memory_order_relaxed);
+}
+
+void ipc__hello_encode(unsigned char out[IPC__HELLO_LEN], enum ipc__hello_status status)
 {
 	memcpy(out, "LIPC", 4);
 	out[4] = IPC__WIRE_VERSION;
-	out[5] = out[6] = out[7] = 0;
+	out[5] = (unsigned char)status;
+	out[6] = out[7] = 0;
 }
 
 int ipc__hello_check(const unsigned char in[IPC__HELLO_LEN])
 {
-	if (memcmp(in, "LIPC", 4) != 0 || in[4] != IPC__WIRE_VERSION || in[5] || in[6] || in[7]) {
+	if (memcmp(in, "LIPC", 4) != 0 || in[4] != IPC__WIRE_VERSION || in[6] || in[7] ||
+	    (in[5] != IPC__HELLO_OK && in[5] != IPC__HELLO_REFUSED)) {
 		errno = EPROTO;
+		return -1;
+	}
+	if (in[5] == IPC__HELLO_REFUSED) {
+		errno = EACCES;
 		return -1;
 	}
 	return 0;
@@ -92,35 +112,31 @@ static uint32_t be32_get(const unsigned char *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-struct ipc_conn *ipc__stream_new(int fd, const struct ipc_options *o, int cred_ok)
+static int tx_hold(struct stream *s, const struct iovec *iov, int iovcnt, size_t skip, size_t rest);
+static int tx_flush_nb(struct stream *s);
+
+struct ipc_conn *ipc__stream_new(const struct ipc__bstream_ops *ops, void *ctx, const struct ipc_options *o)
 {
 	struct stream *s = calloc(1, sizeof *s);
 	if (!s) {
-		ipc__close_fd(fd);
+		ops->close(ctx);
 		return NULL;
 	}
-	s->fd = fd;
-	s->cred_ok = cred_ok;
+	s->ops = ops;
+	s->ctx = ctx;
 	s->base.opt = *o;
+	atomic_init(&s->owner, -1);
 	pthread_mutex_init(&s->slock, NULL);
-	if (!cred_ok) { /* tcp: no delay; a silently dead link or host is noticed */
-		int one = 1, idle = 30, intvl = 5, cnt = 4;
-		unsigned user_timeout = 60000;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
-	}
 	unsigned char hello[IPC__HELLO_LEN];
-	ipc__hello_encode(hello);
-	ssize_t n;
-	do
-		n = send(fd, hello, sizeof hello, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof hello) /* a fresh socket always has room */
-		s->serr = EPIPE;
+	ipc__hello_encode(hello, IPC__HELLO_OK);
+	struct iovec v = {hello, sizeof hello};
+	if (tx_hold(s, &v, 1, 0, sizeof hello) < 0) {
+		ops->close(ctx);
+		pthread_mutex_destroy(&s->slock);
+		free(s);
+		return NULL;
+	}
+	tx_flush_nb(s); /* a failure shows on the first call */
 	return &s->base;
 }
 
@@ -161,16 +177,16 @@ static int rx_push_output(struct stream *s)
 	return 1;
 }
 
-/* Wait until the socket is readable (flushing held output meanwhile). */
+/* Wait until the stream is readable (flushing held output meanwhile). */
 static int rx_wait(struct stream *s, int64_t deadline)
 {
 	int sender_busy = 0;
 	for (;;) {
-		short ev = POLLIN;
+		int dirs = IPC__BS_READ;
 		if (!sender_busy && atomic_load_explicit(&s->pending, memory_order_relaxed))
-			ev |= POLLOUT;
+			dirs |= IPC__BS_WRITE;
 		int64_t slice = rx_slice(deadline);
-		int r = ipc__wait_fd(s->fd, ev, slice);
+		int r = s->ops->wait(s->ctx, dirs, slice);
 		if (r < 0) {
 			if (errno == ETIMEDOUT && slice != deadline) {
 				sender_busy = 0;
@@ -178,59 +194,53 @@ static int rx_wait(struct stream *s, int64_t deadline)
 			}
 			return -1;
 		}
-		if (r & POLLOUT)
+		if (r & IPC__BS_WRITE)
 			sender_busy = !rx_push_output(s);
-		if (r & (POLLIN | POLLHUP | POLLERR))
+		if (r & IPC__BS_READ)
 			return 0;
 	}
 }
 
-/* Flags for one send(2)/recv(2) by deadline.  A timed call waits in the
- * kernel (one system call, as a blocking one) under an SO_RCVTIMEO or
- * SO_SNDTIMEO (optname) that never exceeds the time left; it is set again
- * only when it would, and then to 3/4 of the time left, so a run of calls
- * with the same timeout costs one setsockopt, not one per call. */
-static int kernel_wait_flags(int fd, int optname, int64_t *cache, int64_t deadline)
+/* The end of the peer's stream: EPIPE after its end-of-stream frame, else
+ * the peer died (ECONNRESET).  Sticky; sends fail with EPIPE from now on. */
+static int rx_end(struct stream *s, int err)
 {
-	if (deadline == IPC__NOW)
-		return MSG_DONTWAIT;
-	if (deadline == IPC__FOREVER)
-		return 0; /* an old kernel timeout only adds a harmless loop */
-	int64_t left = deadline - ipc__now();
-	if (left < 2000)
-		return MSG_DONTWAIT;
-	if (*cache == 0 || *cache > left) {
-		int64_t t = left / 4 * 3;
-		struct timeval tv = {.tv_sec = t / 1000000000, .tv_usec = t % 1000000000 / 1000};
-		if (setsockopt(fd, SOL_SOCKET, optname, &tv, sizeof tv) < 0)
-			return MSG_DONTWAIT;
-		*cache = (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
-	}
-	return 0;
+	atomic_store_explicit(&s->peer_gone, 1, memory_order_relaxed);
+	return rx_fail(s, err);
 }
 
-static int rx_flags(struct stream *s, int64_t deadline)
+/* The receive error for a broken stream: the peer died (ECONNRESET),
+ * unless the stream says more: no memory, or a secure stream's own
+ * verdict (ipc-tls(7): EPROTO, EKEYREJECTED, EKEYEXPIRED, ECONNABORTED). */
+static int rx_stream_errno(int e)
 {
-	if (atomic_load_explicit(&s->pending, memory_order_relaxed))
-		return MSG_DONTWAIT; /* held output needs rx_wait's POLLOUT */
-	return kernel_wait_flags(s->fd, SO_RCVTIMEO, &s->rcvtimeo, rx_slice(deadline));
+	switch (e) {
+	case ENOMEM:
+	case ENOBUFS:
+	case EPROTO:
+	case EKEYREJECTED:
+	case EKEYEXPIRED:
+	case ECONNABORTED:
+		return e;
+	default:
+		return ECONNRESET;
+	}
 }
 
 /* One read into dst (up to n bytes).  Returns bytes read (> 0), or -1:
- * EAGAIN/ETIMEDOUT (nothing there by deadline), EPIPE/ECONNRESET (sticky). */
-static ssize_t rx_read(struct stream *s, void *dst, size_t n, int64_t deadline, int midframe)
+ * EAGAIN/ETIMEDOUT (nothing there by deadline), ECONNRESET (sticky). */
+static ssize_t rx_read(struct stream *s, void *dst, size_t n, int64_t deadline)
 {
 	for (;;) {
-		int flags = rx_flags(s, deadline);
-		ssize_t r = recv(s->fd, dst, n, flags);
+		/* held output needs rx_wait's IPC__BS_WRITE: do not sleep in read */
+		int64_t dl = atomic_load_explicit(&s->pending, memory_order_relaxed) ? IPC__NOW : rx_slice(deadline);
+		ssize_t r = s->ops->read(s->ctx, dst, n, dl);
 		if (r > 0)
 			return r;
-		if (r == 0)
-			return rx_fail(s, midframe || !s->hello_ok ? ECONNRESET : EPIPE);
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK) /* a dead link or peer */
-			return rx_fail(s, errno == ENOMEM || errno == ENOBUFS ? errno : ECONNRESET);
+		if (r == 0) /* no end-of-stream frame: the peer died */
+			return rx_end(s, ECONNRESET);
+		if (errno != EAGAIN)
+			return rx_end(s, rx_stream_errno(errno));
 		if (rx_wait(s, deadline) < 0)
 			return -1;
 	}
@@ -247,7 +257,7 @@ static int rx_need(struct stream *s, size_t need, int64_t deadline)
 			s->ioff = 0;
 		}
 		size_t room = IBUF_SIZE - s->ioff - s->ilen;
-		ssize_t r = rx_read(s, s->ib + s->ioff + s->ilen, room, deadline, s->ilen > 0 || s->have_hdr);
+		ssize_t r = rx_read(s, s->ib + s->ioff + s->ilen, room, deadline);
 		if (r < 0)
 			return -1;
 		s->ilen += (size_t)r;
@@ -273,8 +283,12 @@ static int rx_header(struct stream *s, int64_t deadline)
 	if (!s->hello_ok) {
 		if (rx_need(s, IPC__HELLO_LEN, deadline) < 0)
 			return -1;
-		if (ipc__hello_check(s->ib + s->ioff) < 0)
-			return rx_fail(s, EPROTO);
+		if (ipc__hello_check(s->ib + s->ioff) < 0) {
+			if (errno == EACCES)
+				atomic_store_explicit(&s->hello_seen, 2, memory_order_relaxed);
+			return rx_end(s, errno); /* EPROTO, or EACCES: refused */
+		}
+		atomic_store_explicit(&s->hello_seen, 1, memory_order_relaxed);
 		rx_consume(s, IPC__HELLO_LEN);
 		s->hello_ok = 1;
 	}
@@ -282,6 +296,8 @@ static int rx_header(struct stream *s, int64_t deadline)
 		if (rx_need(s, IPC__FRAME_HDR, deadline) < 0)
 			return -1;
 		uint32_t len = be32_get(s->ib + s->ioff);
+		if (len == IPC__EOS_LEN) /* orderly close: every message is in */
+			return rx_end(s, EPIPE);
 		if (len > s->base.opt.max_msg_size)
 			return rx_fail(s, EPROTO); /* nothing of that size is allocated */
 		rx_consume(s, IPC__FRAME_HDR);
@@ -311,7 +327,7 @@ static int rx_complete(struct stream *s, int64_t deadline)
 		rx_consume(s, s->bhave);
 	}
 	while (s->bhave < s->mlen) {
-		ssize_t r = rx_read(s, s->big + s->bhave, s->mlen - s->bhave, deadline, 1);
+		ssize_t r = rx_read(s, s->big + s->bhave, s->mlen - s->bhave, deadline);
 		if (r < 0)
 			return -1;
 		s->bhave += (size_t)r;
@@ -328,7 +344,7 @@ static ssize_t rx_direct(struct stream *s, unsigned char *dst, int64_t deadline)
 	memcpy(dst, s->ib + s->ioff, have);
 	rx_consume(s, have);
 	while (have < s->mlen) {
-		ssize_t r = rx_read(s, dst + have, s->mlen - have, deadline, 1);
+		ssize_t r = rx_read(s, dst + have, s->mlen - have, deadline);
 		if (r < 0) {
 			if (s->rerr)
 				return -1;
@@ -375,7 +391,7 @@ static ssize_t rx_deliver(struct stream *s, void *buf, void **allocp)
 
 ssize_t ipc__stream_recv(struct ipc_conn *c, void *buf, size_t len, void **allocp, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	if (rx_header(s, deadline) < 0)
 		return -1;
 	if (!allocp && len < s->mlen) { /* reported once the message is whole */
@@ -406,7 +422,7 @@ static int rx_buffered(const struct stream *s)
 
 ssize_t ipc__stream_recv_batch(struct ipc_conn *c, struct iovec *msgs, size_t n, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	size_t i;
 	for (i = 0; i < n; i++) {
 		if (i && !rx_buffered(s))
@@ -424,13 +440,28 @@ ssize_t ipc__stream_recv_batch(struct ipc_conn *c, struct iovec *msgs, size_t n,
 
 /* ---- send ------------------------------------------------------------- */
 
+/* A peer gone before we read its hello may have refused us (ipc-wire(7)):
+ * its refusal hello is still queued for the receive side, which this
+ * looks at without taking it. */
+static int tx_refused(struct stream *s)
+{
+	int seen = atomic_load_explicit(&s->hello_seen, memory_order_relaxed);
+	if (seen || !s->ops->peek)
+		return seen == 2;
+	unsigned char h[IPC__HELLO_LEN];
+	return s->ops->peek(s->ctx, h, sizeof h) == (ssize_t)sizeof h && ipc__hello_check(h) < 0 && errno == EACCES;
+}
+
 static int tx_fail(struct stream *s, int err)
 {
 	if (err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN || err == ETIMEDOUT || err == EHOSTUNREACH ||
 	    err == ENETUNREACH || err == EHOSTDOWN || err == ENETDOWN)
 		err = EPIPE; /* the peer or the link is gone */
+	if (err == EPIPE && !s->serr && tx_refused(s))
+		err = EACCES;
 	if (!s->serr)
 		s->serr = err;
+	atomic_store_explicit(&s->pending, 0, memory_order_relaxed); /* can never move now */
 	errno = s->serr;
 	return -1;
 }
@@ -443,24 +474,25 @@ static void tx_set_pending(struct stream *s)
 /* Write held output without waiting.  0 (some may remain) or -1 (fatal). */
 static int tx_flush_nb(struct stream *s)
 {
+	if (s->serr) {
+		errno = s->serr;
+		return -1;
+	}
 	while (s->olen) {
-		ssize_t r = send(s->fd, s->ob + s->ooff, s->olen, MSG_DONTWAIT | MSG_NOSIGNAL);
+		struct iovec v = {s->ob + s->ooff, s->olen};
+		ssize_t r = s->ops->writev(s->ctx, &v, 1, IPC__NOW);
 		if (r > 0) {
 			s->ooff += (size_t)r;
 			s->olen -= (size_t)r;
 			continue;
 		}
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (errno == EAGAIN)
 			break;
-		int e = errno;
-		atomic_store_explicit(&s->pending, 0, memory_order_relaxed); /* can never move now */
-		return tx_fail(s, e);
+		return tx_fail(s, errno);
 	}
 	if (s->olen == 0) {
 		s->ooff = 0;
-		if (s->ocap > s->base.opt.capacity) { /* shrink after an oversized hold */
+		if (s->ocap > IBUF_SIZE) { /* keep no large buffer while idle */
 			free(s->ob);
 			s->ob = NULL;
 			s->ocap = 0;
@@ -470,17 +502,28 @@ static int tx_flush_nb(struct stream *s)
 	return 0;
 }
 
-/* Flush until olen + room <= capacity or nothing is held, by deadline. */
-static int tx_make_room(struct stream *s, size_t room, int64_t deadline)
+/* Flush until nothing is held, by deadline; input that arrives meanwhile
+ * is discarded when discard is set (closing), else left for the receive
+ * path. */
+static int tx_drain(struct stream *s, int64_t deadline, int discard)
 {
+	int reading = discard;
 	for (;;) {
 		if (tx_flush_nb(s) < 0)
 			return -1;
-		if (s->olen == 0 || s->olen + room <= s->base.opt.capacity)
+		if (s->olen == 0)
 			return 0;
-		int r = ipc__wait_fd(s->fd, POLLOUT, deadline);
+		int r = s->ops->wait(s->ctx, IPC__BS_WRITE | (reading ? IPC__BS_READ : 0), deadline);
 		if (r < 0)
 			return -1;
+		if (r & IPC__BS_READ) {
+			unsigned char junk[4096];
+			ssize_t n;
+			while ((n = s->ops->read(s->ctx, junk, sizeof junk, IPC__NOW)) > 0)
+				;
+			if (n == 0 || errno != EAGAIN)
+				reading = 0; /* the peer's stream ended: only write now */
+		}
 	}
 }
 
@@ -495,7 +538,7 @@ static int tx_hold(struct stream *s, const struct iovec *iov, int iovcnt, size_t
 			need = s->olen + rest;
 		}
 		if (need > s->ocap) {
-			size_t cap = need > s->base.opt.capacity ? need : s->base.opt.capacity;
+			size_t cap = need < 4096 ? 4096 : need;
 			unsigned char *nb = realloc(s->ob, cap);
 			if (!nb)
 				return -1;
@@ -537,73 +580,78 @@ static void iov_advance(struct iovec **iovp, int *cntp, size_t n)
 	*cntp = cnt;
 }
 
-static ssize_t tx_sendmsg(struct stream *s, struct iovec *iov, int cnt, int flags)
+/* Has the peer ended its stream (closed or died)?  Then a send fails. */
+static int tx_peer_gone(struct stream *s)
 {
-	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)(cnt > IOV_MAX ? IOV_MAX : cnt)};
-	for (;;) {
-		ssize_t r = sendmsg(s->fd, &mh, flags | MSG_NOSIGNAL);
-		if (r >= 0 || errno != EINTR)
-			return r;
-	}
+	if (atomic_load_explicit(&s->peer_gone, memory_order_relaxed) || s->ops->peer_ended(s->ctx))
+		return tx_fail(s, EPIPE);
+	return 0;
 }
 
-/* Send one frame (v[0] is the header) with the lock held. */
+/* Send one frame (v[0] is the header) with the lock held.  The frame is
+ * accepted whole or not at all: without waiting it is accepted whenever
+ * nothing is held, and what the stream does not take now is held (one
+ * frame, at most max_msg_size + 4 bytes); with a deadline it waits for
+ * held output to go first. */
 static int tx_frame(struct stream *s, struct iovec *v, int cnt, size_t frame, int64_t deadline)
 {
-	size_t cap = s->base.opt.capacity;
 	if (s->serr) {
 		errno = s->serr;
 		return -1;
 	}
-	if (deadline == IPC__NOW && frame > cap) {
-		errno = EMSGSIZE;
+	if (tx_peer_gone(s) < 0)
 		return -1;
-	}
-	/* a blocking send leaves nothing held: it waits for all to go out */
-	if (s->olen && tx_make_room(s, deadline == IPC__FOREVER ? SIZE_MAX / 2 : frame, deadline) < 0)
-		return -1;
-	if (s->olen) { /* order: behind what is held, and there is room */
-		if (tx_hold(s, v, cnt, 0, frame) < 0)
+	if (s->olen) {
+		if (deadline == IPC__NOW) {
+			if (tx_flush_nb(s) < 0)
+				return -1;
+			if (s->olen)
+				return ipc__wouldblock(deadline);
+		} else if (tx_drain(s, deadline, 0) < 0) {
 			return -1;
-		tx_flush_nb(s); /* a failure shows on the next call */
-		return 0;
+		}
 	}
 
-	/* Straight to the socket.  Without waiting, what the socket does not
-	 * take is held (the frame fits the capacity); a blocking or timed
-	 * send waits in the kernel, and a timed one that runs out of time
-	 * after its first byte holds the rest rather than cut the message. */
+	/* Straight to the stream.  A blocking or timed send waits in the
+	 * stream; one that runs out of time after its first byte holds the
+	 * rest rather than cut the message. */
 	struct iovec *iov = v;
 	size_t done = 0;
 	while (done < frame) {
-		int flags = kernel_wait_flags(s->fd, SO_SNDTIMEO, &s->sndtimeo, deadline);
-		ssize_t r = tx_sendmsg(s, iov, cnt, flags);
-		if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-			return tx_fail(s, errno);
+		ssize_t r = s->ops->writev(s->ctx, iov, cnt > IOV_MAX ? IOV_MAX : cnt, deadline);
 		if (r > 0) {
 			done += (size_t)r;
 			iov_advance(&iov, &cnt, (size_t)r);
 			continue;
 		}
+		if (errno != EAGAIN)
+			return tx_fail(s, errno);
 		if (deadline == IPC__NOW)
-			return tx_hold(s, iov, cnt, 0, frame - done);
-		if (ipc__wait_fd(s->fd, POLLOUT, deadline) >= 0)
+			break;
+		if (s->ops->wait(s->ctx, IPC__BS_WRITE, deadline) >= 0)
 			continue;
 		if (errno != ETIMEDOUT && errno != EAGAIN)
 			return tx_fail(s, errno);
 		if (done == 0)
 			return ipc__wouldblock(deadline); /* nothing sent */
-		return tx_hold(s, iov, cnt, 0, frame - done); /* started: accepted */
+		break;
 	}
+	if (done < frame && tx_hold(s, iov, cnt, 0, frame - done) < 0)
+		return tx_fail(s, ENOMEM); /* the stream holds half a frame */
+	s->sent_any = 1;
 	return 0;
 }
 
 int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	struct iovec stackv[17], *v = stackv;
 	unsigned char hdr[IPC__FRAME_HDR];
 	int rc;
+	if (total >= IPC__EOS_LEN) { /* that length is the end-of-stream frame */
+		errno = EMSGSIZE;
+		return -1;
+	}
 	if (iovcnt + 1 > (int)(sizeof stackv / sizeof stackv[0]) &&
 	    !(v = malloc(sizeof *v * (size_t)(iovcnt + 1))))
 		return -1;
@@ -629,13 +677,17 @@ int ipc__stream_send(struct ipc_conn *c, const struct iovec *iov, int iovcnt, si
 #define STAGE_SIZE (64 * 1024)
 ssize_t ipc__stream_send_batch(struct ipc_conn *c, const struct iovec *msgs, size_t n, int64_t deadline)
 {
-	struct stream *s = S(c);
+	struct stream *s = U(c);
 	size_t limit = s->base.opt.capacity < STAGE_SIZE ? s->base.opt.capacity : STAGE_SIZE;
 	size_t sent = 0;
 	pthread_mutex_lock(&s->slock);
 	while (sent < n) {
 		int64_t dl = sent ? IPC__NOW : deadline;
 		size_t len = msgs[sent].iov_len;
+		if (len >= IPC__EOS_LEN) {
+			errno = EMSGSIZE;
+			goto stop;
+		}
 		if (IPC__FRAME_HDR + len > limit / 2) {
 			unsigned char hdr[IPC__FRAME_HDR];
 			struct iovec v[2] = {{hdr, sizeof hdr}, msgs[sent]};
@@ -643,6 +695,8 @@ ssize_t ipc__stream_send_batch(struct ipc_conn *c, const struct iovec *msgs, siz
 			if (tx_frame(s, v, 2, sizeof hdr + len, dl) < 0)
 				goto stop;
 			sent++;
+			if (s->olen)
+				break; /* held: the next would fail with EAGAIN */
 			continue;
 		}
 		if (!s->stage && !(s->stage = malloc(STAGE_SIZE)))
@@ -662,6 +716,8 @@ ssize_t ipc__stream_send_batch(struct ipc_conn *c, const struct iovec *msgs, siz
 		if (tx_frame(s, &v, 1, used, dl) < 0)
 			goto stop;
 		sent += k;
+		if (s->olen)
+			break;
 	}
 	pthread_mutex_unlock(&s->slock);
 	return (ssize_t)sent;
@@ -672,17 +728,9 @@ stop:
 
 int ipc__stream_flush(struct ipc_conn *c, int64_t deadline)
 {
-	struct stream *s = S(c);
-	int rc = 0;
+	struct stream *s = U(c);
 	pthread_mutex_lock(&s->slock);
-	if (s->serr) {
-		errno = s->serr;
-		rc = -1;
-	}
-	while (!rc && s->olen) {
-		if (tx_flush_nb(s) < 0 || (s->olen && ipc__wait_fd(s->fd, POLLOUT, deadline) < 0))
-			rc = -1;
-	}
+	int rc = tx_drain(s, deadline, 0);
 	pthread_mutex_unlock(&s->slock);
 	return rc;
 }
@@ -691,13 +739,14 @@ int ipc__stream_flush(struct ipc_conn *c, int64_t deadline)
 
 int ipc__stream_conn_fd(const struct ipc_conn *c)
 {
-	return ((const struct stream *)c)->fd;
+	const struct stream *s = (const struct stream *)c;
+	return s->ops->fd(s->ctx);
 }
 
 int ipc__stream_conn_ready(struct ipc_conn *c, int events, short *pollev)
 {
-	struct stream *s = S(c);
-	int ready = 0;
+	struct stream *s = U(c);
+	int ready = 0, wait_dirs = 0;
 	*pollev = 0;
 	if (events & IPC_POLLIN) {
 		if (rx_complete(s, IPC__NOW) == 0)
@@ -705,202 +754,104 @@ int ipc__stream_conn_ready(struct ipc_conn *c, int events, short *pollev)
 		else if (errno != EAGAIN)
 			ready |= IPC_POLLIN | (s->rerr == EPIPE ? IPC_POLLHUP : IPC_POLLERR);
 		else
-			*pollev |= POLLIN;
+			wait_dirs |= IPC__BS_READ;
 	}
+	/* IPC_POLLOUT: nothing held, so the next send of any size is taken */
 	if (pthread_mutex_trylock(&s->slock) == 0) {
-		if (s->serr)
+		if (tx_flush_nb(s) < 0)
 			ready |= (events & IPC_POLLOUT) | IPC_POLLERR;
-		else if (tx_flush_nb(s) < 0)
-			ready |= (events & IPC_POLLOUT) | IPC_POLLERR;
-		else if ((events & IPC_POLLOUT) && s->olen + SMALL_MSG + IPC__FRAME_HDR <= s->base.opt.capacity)
+		else if ((events & IPC_POLLOUT) && s->olen == 0)
 			ready |= IPC_POLLOUT;
-		if (s->olen || ((events & IPC_POLLOUT) && !(ready & IPC_POLLOUT)))
-			*pollev |= POLLOUT;
+		if (s->olen && !s->serr)
+			wait_dirs |= IPC__BS_WRITE;
 		pthread_mutex_unlock(&s->slock);
 	} else if (events & IPC_POLLOUT) {
-		*pollev |= POLLOUT; /* another thread is sending */
+		wait_dirs |= IPC__BS_WRITE; /* another thread is sending */
 	}
-	if (ready)
-		*pollev = 0;
+	if (!ready && wait_dirs)
+		*pollev = s->ops->poll_events(s->ctx, wait_dirs);
 	return ready;
+}
+
+void *ipc__stream_ctx(const struct ipc_conn *c)
+{
+	return ((const struct stream *)c)->ctx;
 }
 
 int ipc__stream_peer_cred(const struct ipc_conn *c, struct ipc_cred *cred)
 {
 	const struct stream *s = (const struct stream *)c;
-	struct ucred uc;
-	socklen_t len = sizeof uc;
-	if (!s->cred_ok) {
-		errno = EOPNOTSUPP;
-		return -1;
-	}
-	if (getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
-		return -1;
-	cred->pid = uc.pid;
-	cred->uid = uc.uid;
-	cred->gid = uc.gid;
-	return 0;
+	return s->ops->peer_cred(s->ctx, cred);
 }
 
-int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
+/* Release our memory and descriptors only: the connection belongs to
+ * another process (a copy inherited through fork, ipc(7)). */
+static void stream_forget(struct stream *s)
 {
-	struct stream *s = S(c);
-	int rc = 0, err = 0;
-	pthread_mutex_lock(&s->slock);
-	while (s->olen && !s->serr) {
-		if (tx_flush_nb(s) < 0 || (s->olen && ipc__wait_fd(s->fd, POLLOUT, linger_deadline) < 0))
-			break;
-	}
-	if (s->olen) {
-		rc = -1;
-		err = s->serr ? s->serr : ETIMEDOUT;
-	}
-	pthread_mutex_unlock(&s->slock);
-	/* end our direction, then discard what is already queued for us so
-	 * the kernel does not turn our close into a reset of the peer */
-	shutdown(s->fd, SHUT_WR);
-	unsigned char junk[4096];
-	for (int i = 0; i < 256; i++)
-		if (recv(s->fd, junk, sizeof junk, MSG_DONTWAIT) <= 0)
-			break;
-	close(s->fd);
+	s->ops->close(s->ctx);
 	pthread_mutex_destroy(&s->slock);
 	free(s->ib);
 	free(s->big);
 	free(s->ob);
 	free(s->stage);
 	free(s);
+}
+
+/* Bytes of the peer's hello still to come before we may close.  On a
+ * transport whose close turns bytes arriving later into a reset that
+ * destroys what the peer has not read yet (TCP), a peer that has not
+ * accepted us yet would lose every message we sent when its hello hits
+ * our closed socket: close waits for that hello (within the linger time).
+ * Other transports, a hello already in, or nothing ever sent: 0. */
+static size_t close_wait_hello(struct stream *s)
+{
+	if (!s->sent_any || !s->ops->lossy_close || !s->ops->lossy_close(s->ctx) ||
+	    atomic_load_explicit(&s->hello_seen, memory_order_relaxed))
+		return 0;
+	return s->ilen >= IPC__HELLO_LEN ? 0 : IPC__HELLO_LEN - s->ilen;
+}
+
+int ipc__stream_close(struct ipc_conn *c, int64_t linger_deadline)
+{
+	struct stream *s = S(c);
+	int rc = 0, err = 0;
+	int owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+	if (owner != -1 && owner != (int)getpid()) {
+		stream_forget(s); /* no end-of-stream, no shutdown: not ours */
+		return 0;
+	}
+	pthread_mutex_lock(&s->slock);
+	if (!s->serr) { /* the end-of-stream frame goes after everything held */
+		unsigned char eos[IPC__FRAME_HDR];
+		be32_put(eos, IPC__EOS_LEN);
+		struct iovec v = {eos, sizeof eos};
+		size_t held = s->olen;
+		if (tx_hold(s, &v, 1, 0, sizeof eos) < 0 || tx_drain(s, linger_deadline, 1) < 0) {
+			if ((s->olen > sizeof eos || held) && s->sent_any) { /* messages were dropped */
+				rc = -1;
+				err = s->serr ? s->serr : errno == EAGAIN ? ETIMEDOUT : errno;
+			}
+		}
+	} else if (s->olen && s->sent_any) { /* (our own hello is no loss) */
+		rc = -1;
+		err = s->serr;
+	}
+	pthread_mutex_unlock(&s->slock);
+	/* end our direction, then discard what is already queued for us so
+	 * the kernel does not turn our close into a reset of the peer */
+	s->ops->shutdown_write(s->ctx);
+	unsigned char junk[4096];
+	size_t need = close_wait_hello(s);
+	for (int i = 0; i < 256; i++) {
+		ssize_t r = s->ops->read(s->ctx, junk, sizeof junk, IPC__NOW);
+		if (r < 0 && errno == EAGAIN && need && s->ops->wait(s->ctx, IPC__BS_READ, linger_deadline) >= 0)
+			continue;
+		if (r <= 0)
+			break;
+		need = (size_t)r >= need ? 0 : need - (size_t)r;
+	}
+	stream_forget(s);
 	if (rc)
 		errno = err;
 	return rc;
-}
-
-/* ---- listeners over one listening socket ------------------------------ */
-
-/* Accept one live connection without waiting: the fd, or -1 (EAGAIN when
- * none is waiting).  A peer that closed before saying hello (e.g. another
- * listener probing whether this one is alive) is no connection: dropped. */
-static int sock_take(struct ipc__sock_listener *sl)
-{
-	if (sl->pending_fd >= 0) {
-		int fd = sl->pending_fd;
-		sl->pending_fd = -1;
-		return fd;
-	}
-	for (;;) {
-		int fd = accept4(sl->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd >= 0) {
-			unsigned char b;
-			if (recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
-				close(fd);
-				continue;
-			}
-			return fd;
-		}
-		switch (errno) {
-		case EINTR:
-		case ECONNABORTED:
-		case EPROTO:
-		case ENETDOWN:
-		case ENOPROTOOPT:
-		case EHOSTDOWN:
-		case ENONET:
-		case EHOSTUNREACH:
-		case EOPNOTSUPP:
-		case ENETUNREACH:
-			continue; /* that client is gone; the next may be there */
-		default:
-			return -1;
-		}
-	}
-}
-
-struct ipc_conn *ipc__sock_accept(struct ipc_listener *l, int64_t deadline)
-{
-	struct ipc__sock_listener *sl = (struct ipc__sock_listener *)l;
-	for (;;) {
-		int fd = sock_take(sl);
-		if (fd >= 0)
-			return ipc__stream_new(fd, &l->opt, sl->cred_ok);
-		if (errno != EAGAIN || ipc__wait_fd(sl->fd, POLLIN, deadline) < 0)
-			return NULL;
-	}
-}
-
-int ipc__sock_listener_addr(const struct ipc_listener *l, char *buf, size_t len)
-{
-	return ipc__format(buf, len, "%s", ((const struct ipc__sock_listener *)l)->addr);
-}
-
-int ipc__sock_listener_fd(const struct ipc_listener *l)
-{
-	return ((const struct ipc__sock_listener *)l)->fd;
-}
-
-int ipc__sock_listener_ready(struct ipc_listener *l, int events, short *pollev)
-{
-	struct ipc__sock_listener *sl = (struct ipc__sock_listener *)l;
-	*pollev = 0;
-	if (!(events & IPC_POLLIN))
-		return 0;
-	if (sl->pending_fd < 0) {
-		int fd = sock_take(sl);
-		if (fd < 0 && errno == EAGAIN) {
-			*pollev = POLLIN;
-			return 0;
-		}
-		if (fd < 0) /* e.g. EMFILE: accept reports it */
-			return IPC_POLLIN | IPC_POLLERR;
-		sl->pending_fd = fd;
-	}
-	return IPC_POLLIN;
-}
-
-void ipc__sock_listener_close(struct ipc_listener *l)
-{
-	struct ipc__sock_listener *sl = (struct ipc__sock_listener *)l;
-	struct stat st;
-	/* remove the socket file only if it is still the one we made */
-	if (sl->path[0] && lstat(sl->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == sl->dev &&
-	    st.st_ino == sl->ino)
-		unlink(sl->path);
-	if (sl->pending_fd >= 0)
-		close(sl->pending_fd);
-	close(sl->fd);
-	free(sl);
-}
-
-int ipc__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen, int64_t deadline)
-{
-	if (connect(fd, sa, salen) == 0)
-		return 0;
-	if (errno != EINPROGRESS && errno != EINTR && errno != EAGAIN)
-		return -1;
-	if (errno == EAGAIN && sa->sa_family == AF_UNIX) {
-		/* unix: the backlog is full; retry until the deadline */
-		for (;;) {
-			int r = ipc__wait_fd(fd, POLLOUT, deadline);
-			if (r < 0)
-				return -1;
-			if (connect(fd, sa, salen) == 0 || errno == EISCONN)
-				return 0;
-			if (errno != EAGAIN)
-				return -1;
-			struct timespec ts = {0, 1000000};
-			nanosleep(&ts, NULL);
-			if (deadline != IPC__FOREVER && ipc__now() >= deadline)
-				return ipc__wouldblock(deadline);
-		}
-	}
-	if (ipc__wait_fd(fd, POLLOUT, deadline) < 0)
-		return -1;
-	int err = 0;
-	socklen_t len = sizeof err;
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		return -1;
-	if (err) {
-		errno = err;
-		return -1;
-	}
-	return 0;
 }

@@ -2,99 +2,90 @@
  *
  * A POSIX queue is not a connection, so connections are built on top:
  *
- * Rendezvous.  The listener binds the Linux abstract unix socket
- * "\0libipc-mq:/name" (names too long for sun_path are hashed).  It has no
- * file and vanishes with the listener, so nothing can be left behind.
+ * Rendezvous: lib/rendezvous.c (protocol in ipc_impl.h).  The listener
+ * binds the Linux abstract SEQPACKET socket "\0libipc-mq:/name" (names
+ * too long for sun_path are hashed).  It has no file and vanishes with the
+ * listener, so nothing can be left behind.
  *
- * Connect.  The client connects that socket, then creates the two queues of
- * the connection (client->server, server->client) under random names with
- * O_CREAT|O_EXCL and opt.mode, opens each twice (one blocking, one
- * O_NONBLOCK open file description) and unlinks the names at once: no name
- * outlives mq_open + mq_unlink (a few microseconds; a SIGKILL exactly in
- * that window is the only way to leave a name).  The four descriptors
- * (mqueue descriptors are real fds on Linux) travel to the listener with
+ * Connect.  The client connects that socket and checks who listens
+ * (ipc__listener_trusted, EPERM) before it makes anything; then it creates
+ * the two queues of the connection (client->server, server->client) under
+ * random names "/libipc-mq.<pid>.<16 hex>" with O_CREAT|O_EXCL and mode
+ * 0600 whatever opt.mode says (the queues travel by SCM_RIGHTS: nobody
+ * needs to open them by name; who may connect is decided by the
+ * rendezvous), opens each a second time (a second open file description,
+ * O_NONBLOCK, which the hello carries for compatibility; the data path uses
+ * one descriptor per queue) and unlinks the names at once.  A process
+ * killed between mq_open and mq_unlink leaves a name: every later connect
+ * and listen removes the names of our prefix and uid whose pid is dead
+ * (reap_leftovers).  The four descriptors travel to the listener with
  * SCM_RIGHTS in a 16-byte hello: "LIPQ", version 2, status, pad, u32 max
- * message size, u32 0.  connect never waits for accept.  accept validates
- * the hello and the descriptors (mqueue fs, flags, sane attributes),
- * enforces opt.mode against the client's SO_PEERCRED (owner/group/other rw
- * bits, root always allowed) and answers with the same hello (status 0, or
- * an errno: EPROTO, EACCES), which the client reads lazily; a refused
- * client sees that errno on its next calls.
+ * message size, u32 0.  connect never waits for accept.  accept (mq_build)
+ * validates the hello and the descriptors (mqueue fs, O_RDWR, flags,
+ * message size within our own capacity / max_msg_size), the rendezvous
+ * enforces opt.mode against the client's SO_PEERCRED (ipc__mode_allows)
+ * and answers with the same hello carrying a status (enum
+ * ipc__rdv_status), which the client reads lazily; a status that is not
+ * one of those codes is EPROTO, and a refused client sees the error on its
+ * next calls.
  *
- * Queue attributes: msg_max and msgsize_max are read from
- * /proc/sys/fs/mqueue at run time (fallback 10 / 8192).  maxmsg =
- * min(msg_max, 64); msgsize just big enough for maxmsg * msgsize to hold
- * the capacity, within [256, msgsize_max] (8192 by default: a 4 KiB
- * message is one mq message, 1 MiB is 129, as with raw mq).  The queues
- * count against RLIMIT_MSGQUEUE, one budget (800 KiB by default) for every
- * queue of the user, which the kernel charges about 1.25 * maxmsg *
- * msgsize + 1.2 KiB per queue (~100 KiB at 10 x 8192).  So the size also
- * depends on how many connections this process has made and still holds
- * (live_conns, a sizing hint only): the first BIG_CONNS (2) get the full
- * size, the next ones up to MID_CONNS (6) at most 1024 bytes, later ones
- * 256.  When mq_open fails with EMFILE (budget spent) or ENOMEM the queue
- * drops straight to 256 bytes, then maxmsg is halved down to 2, before
- * giving up with that errno; ENOSPC (queues_max) is reported as such.
+ * Queue shape.  RLIMIT_MSGQUEUE is one budget for every queue of a user
+ * (800 KiB by default), charged maxmsg * (msgsize + 96) bytes per queue on
+ * 64-bit Linux.  So queues are small: Q_MAXMSG messages of Q_MSGSIZE
+ * bytes (within /proc/sys/fs/mqueue/msg_max and msgsize_max), about 12 KiB
+ * per connection, so that one user's budget serves about 65 connections;
+ * if mq_open fails with EMFILE (budget spent) the queues drop to
+ * Q_MAXMSG_LOW x Q_MSGSIZE_LOW once, then connect fails with EMFILE
+ * (ENOSPC: queues_max).  Larger messages are chunked (mq_proto.h).  The
+ * price is throughput for large messages (a 4 KiB message is 9 queue
+ * messages).  Sizing by probing the budget (big queues while it has room)
+ * was tried and dropped: the probes themselves spend the budget for a
+ * moment, so concurrent connects fail with EMFILE.
  *
- * Framing inside a queue (msgsize = that queue's mq_msgsize):
- *   length < msgsize   one whole message, no header (0 bytes is valid)
- *   length == msgsize  msgsize - 8 bytes of payload, then a trailer u32 tag
- *                      + u32 total (the payload sits where it belongs, so a
- *                      receive reassembles in place):
- *                      tag FIRST: first chunk of a message of total bytes
- *                      (msgsize <= total <= receiver's max_msg_size, else
- *                      EPROTO; checked before allocating); it is followed
- *                      by chunks of exactly min(msgsize, rest) raw bytes;
- *                      tag CLOSE: orderly end-of-stream.
- *   A message is delivered only once reassembled whole.  A blocking receive
- *   into a buffer large enough reassembles straight into it (it can only
- *   stop early on a connection error, which is sticky); otherwise into a
- *   buffer of exactly total bytes.
+ * Never trusting the queue flags.  The peer shares the open file
+ * descriptions of both queues and may set or clear O_NONBLOCK on them at
+ * any time (mq_setattr).  So no call here depends on that flag: every
+ * queue operation is mq_timedsend / mq_timedreceive with an absolute
+ * timeout long passed (EAGAIN and ETIMEDOUT both mean "would wait"), and
+ * every wait is a poll(2) on the queue descriptor (Linux supports it) and
+ * on the connection's unix socket, until the caller's deadline.
  *
  * Liveness.  The unix socket stays open for the life of the connection.
- * An orderly close writes a CLOSE marker into the queue (if it has room)
+ * An orderly close writes a CLOSE chunk into the queue (if it has room)
  * and one byte 'C' on the socket, then closes; EOF without 'C' means the
- * peer died.  The closing side also fills its receive queue with CLOSE
- * markers, so a peer still sending finds the queue full and looks at the
- * socket.  Blocking and timed calls sleep in mq_timedsend/mq_timedreceive
- * on the blocking descriptors, in slices of IPC_MQ_SLICE_MS (50 ms), and
- * check the socket after each slice: a dead or closed peer is detected by
- * a blocked call within 50 ms (plus scheduling).  The end of the current
- * slice is cached per direction on both clocks (struct slice), so the fast
- * path of a blocking or timed send/receive is exactly one mq_timedsend /
- * mq_timedreceive, with no clock read and no socket check; the cache is
- * renewed only when a wait runs into it.  Besides, a send checks the
- * socket every CHECK_EVERY (256) calls, at once once the peer is known
- * gone, and a non-blocking call checks it when it would have to wait.
- * Receive delivers everything queued before reporting EPIPE (closed) or
- * ECONNRESET (died).
+ * peer died.  Every wait also watches the socket, so a blocked call sees
+ * the peer's close or death at once.  A send looks at the socket when the
+ * queue is full and every CHECK_EVERY sends otherwise (so a send into a
+ * queue with room costs exactly one mq_timedsend).  Receive delivers
+ * everything queued before reporting EPIPE (closed) or ECONNRESET (died).
  *
- * Capacity.  The kernel queue holds what the limits allow.  A blocking or
- * timed send waits in the kernel while the queue is full (like a stream
- * socket whose buffer is full: nothing is held in user space; a timed send
- * whose deadline passes after its first chunk went out holds the rest, as
- * ipc_send documents).  A non-blocking send that finds the queue full
- * holds the message in user space (records of u32 length + chunk) while
- * held + len + 4 <= capacity; held data goes out first: a flusher thread
- * (started on the first hold) moves it into the queue whatever the
- * application does next; later sends queue behind it, and flush and close
- * (per linger) wait for it.  So writable readiness (IPC_POLLOUT) means a
- * non-blocking send of a small message would be accepted.
+ * Held data (ipc.7): a send that cannot wait (IPC_DONTWAIT, nonblock,
+ * timeout 0) is accepted whole whenever nothing is held: what the queue
+ * does not take now is copied into user space (one message at most, at
+ * most max_msg_size), and later calls move it on: send, flush, receive
+ * (also while it waits), conn_ready and close.  Such a send fails with
+ * EAGAIN only while an earlier message is held; IPC_POLLOUT means exactly
+ * "nothing is held".  A timed send whose deadline passes after its first
+ * chunk went out holds the rest likewise.  No thread is ever started.
+ * Close pushes the held message until the linger deadline, reading and
+ * discarding what the peer sends meanwhile.
  *
  * Batches: send_batch waits for the first message as a send, then passes
- * single-chunk messages with non-blocking mq_send while the queue takes
- * them (nothing held); recv_batch waits for the first message, then takes
- * what is queued (non-blocking, no socket check).
+ * single-chunk messages while the queue takes them at once (nothing is
+ * held for a batch); recv_batch waits for the first message, then takes
+ * what is queued (no socket check).
  *
  * Readiness descriptor: an epoll fd holding the receive queue (EPOLLIN,
  * while IN is asked), the socket (EOF/'C'/hello) and the send queue
- * (EPOLLOUT, while OUT is asked and not ready or data is held).
+ * (EPOLLOUT, while a message is held or OUT is asked and not ready).
  *
  * Threads: send side under smu, receive side under rmu, socket state and
- * epoll registration under kmu.  After fork only one process may use a
- * connection (the queues' open file descriptions are shared).
+ * epoll registration under kmu; lock order rmu, smu, kmu, and a receive
+ * only ever trylocks smu (to move held data).  After fork only one process
+ * may use a connection (the queues' open file descriptions are shared).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -115,41 +106,47 @@
 #include <unistd.h>
 
 #include "ipc_impl.h"
+#include "mq_proto.h"
 
-#define IPC_MQ_SLICE_MS 50
-#define SLICE_NS ((int64_t)IPC_MQ_SLICE_MS * 1000000)
 #define CHECK_EVERY 256 /* sends between two socket checks while flowing */
 #define MQ_VERSION 2
 #define HELLO_LEN 16
-#define TAG_FIRST 0x4649514du /* "MQIF" */
-#define TAG_CLOSE 0x4c43514du /* "MQCL" */
-#define MIN_MSGSIZE 256
-/* Message size by how many connections this process already made (and
- * still has): the first BIG_CONNS get the kernel's msgsize_max, the next
- * ones up to MID_MSGSIZE, later ones MIN_MSGSIZE. */
-#define BIG_CONNS 2
-#define MID_CONNS 6
-#define MID_MSGSIZE 1024
-#define MAX_PENDING 64
+/* Queue shape (see "Queue shape" above). */
+#define Q_MAXMSG 10
+#define Q_MSGSIZE 512
+#define Q_MAXMSG_LOW 10
+#define Q_MSGSIZE_LOW 128
+#define Q_DIR "/dev/mqueue"
+#define Q_PREFIX "libipc-mq."
 #define MQUEUE_MAGIC_FS 0x19800202
-#define SMALL_MSG 64
+#define HELD_KEEP ((size_t)1 << 20) /* a larger held buffer is freed once sent */
+#define DRAIN_ROUND 64 /* chunks a lingering close discards per wake-up */
 
 enum { P_OPEN, P_CLOSED, P_DEAD, P_REFUSED };
 
-/* End of a wait slice on both clocks (see slice_end). */
-struct slice {
-	struct timespec rt; /* CLOCK_REALTIME, for mq_timed* */
-	int64_t mono;       /* the same instant on CLOCK_MONOTONIC */
+/* Outcome of putting a chunk into a queue. */
+enum q_res {
+	Q_DONE, /* queued */
+	Q_FULL, /* deadline reached first (errno EAGAIN or ETIMEDOUT) */
+	Q_ERR,  /* errno: the peer is gone, or the queue failed */
+};
+
+/* The one message a send accepted but the queue has not taken yet. */
+struct mq_held {
+	unsigned char *buf; /* payload bytes [base, total), never NULL when on */
+	size_t cap;
+	size_t total, base;
+	size_t off; /* payload bytes already queued */
+	int on;
+	int first; /* no chunk of it is queued yet */
 };
 
 struct mq_conn {
 	struct ipc_conn base;
 	int sock, efd;
-	mqd_t sq, sq_nb, rq, rq_nb;
+	mqd_t sq, rq; /* send queue, receive queue */
 	size_t s_msgsize, r_msgsize;
-	long s_maxmsg;
 	int is_client;
-	int counted; /* counted in live_conns */
 	struct ipc_cred cred;
 
 	pthread_mutex_t kmu; /* socket state, epoll registration */
@@ -161,45 +158,21 @@ struct mq_conn {
 	unsigned ev_rq, ev_sq;
 
 	pthread_mutex_t smu; /* send side */
-	unsigned char *sbuf;
-	unsigned char *hb; /* held records */
-	size_t hcap, hoff, hlen;
-	atomic_size_t hpend;
-	unsigned s_cnt; /* sends since the last socket check */
-	struct slice s_sl; /* end of the current wait slice */
-	pthread_cond_t room_cv; /* held data shrank (monotonic clock) */
-	pthread_cond_t fl_cv;   /* work for the flusher */
-	pthread_t fl_th;
-	int fl_started;
-	atomic_int fl_stop;
-	unsigned char *fl_buf;
+	unsigned char *sbuf; /* one chunk being built */
+	struct mq_held held;
+	atomic_int held_on; /* held.on, read without smu */
+	unsigned s_cnt;     /* sends since the last socket check */
 	int serr;
 
 	pthread_mutex_t rmu; /* receive side */
 	unsigned char *rbuf;
 	size_t pend_len;
-	int pend;
-	unsigned char *abuf;
-	size_t atotal, ahave;
-	int asm_on;
+	int pend;       /* rbuf holds a whole small message of pend_len */
 	int first_kept; /* rbuf holds a FIRST chunk whose buffer failed */
-	int a_user;     /* abuf is the caller's buffer (blocking recv) */
+	struct ipc__mq_asm as;
 	unsigned char *r_ubuf; /* caller's buffer for this call, or NULL */
 	size_t r_ulen;
-	struct slice r_sl; /* end of the current wait slice */
 	int rerr;
-};
-
-struct mq_listener {
-	struct ipc_listener base;
-	int lsock, efd;
-	struct ipc_options o;
-	char name[NAME_MAX + 2];
-	int pend[MAX_PENDING];
-	int npend;
-	struct mq_conn *ready[MAX_PENDING];
-	int nready;
-	int hard_err;
 };
 
 static struct mq_conn *C(struct ipc_conn *c)
@@ -208,61 +181,6 @@ static struct mq_conn *C(struct ipc_conn *c)
 }
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static int64_t rt_now(struct timespec *ts)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
-}
-
-static void ts_add(struct timespec *ts, int64_t ns)
-{
-	ts->tv_sec += (time_t)(ns / 1000000000);
-	ts->tv_nsec += (long)(ns % 1000000000);
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
-/* Slice length for a wait until deadline; 0 if it has passed. */
-static int64_t slice_for(int64_t deadline)
-{
-	if (deadline == IPC__FOREVER)
-		return SLICE_NS;
-	int64_t left = deadline - ipc__now();
-	if (left <= 0)
-		return 0;
-	return left < SLICE_NS ? left : SLICE_NS;
-}
-
-/* The CLOCK_REALTIME end of one kernel wait toward deadline; returns 0
- * if the deadline has passed (one last try), else > 0.  With a cache, the
- * end of the current slice is reused without reading any clock as long as
- * it comes before the deadline (an expired one makes a wait that has to
- * block return at once); a wait that runs into it renews it (slice_renew),
- * so a blocked call looks at the socket every IPC_MQ_SLICE_MS, and the
- * fast path costs no clock read. */
-static int64_t slice_end(int64_t deadline, const struct slice *cache, struct timespec *ts)
-{
-	if (cache && cache->mono <= deadline) {
-		*ts = cache->rt;
-		return SLICE_NS;
-	}
-	int64_t w = slice_for(deadline);
-	rt_now(ts);
-	ts_add(ts, w);
-	return w;
-}
-
-static void slice_renew(struct slice *cache)
-{
-	if (cache) {
-		rt_now(&cache->rt);
-		ts_add(&cache->rt, SLICE_NS);
-		cache->mono = ipc__now() + SLICE_NS;
-	}
-}
 
 static long read_proc_long(const char *path, long fallback)
 {
@@ -276,31 +194,26 @@ static long read_proc_long(const char *path, long fallback)
 	return v;
 }
 
-static void put32(unsigned char *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
 static void hello_encode(unsigned char *h, int status, size_t max_msg)
 {
 	memset(h, 0, HELLO_LEN);
 	memcpy(h, "LIPQ", 4);
 	h[4] = MQ_VERSION;
 	h[5] = (unsigned char)status;
-	put32(h + 8, (uint32_t)max_msg);
+	ipc__mq_put32(h + 8, (uint32_t)max_msg);
 }
 
-/* 0 if h is a compatible hello, else -1 EPROTO. */
+/* 0 if h is a compatible hello whose status is one of the rendezvous
+ * codes, else -1 EPROTO.  peer_check then uses the status byte as errno:
+ * the codes are chosen equal to those errno values (asserted here), so no
+ * other byte from a peer can become an errno. */
+_Static_assert(IPC__RDV_ACCESS == EACCES && IPC__RDV_PROTO == EPROTO && IPC__RDV_LIMIT == EMSGSIZE &&
+		       IPC__RDV_BUSY == ECONNREFUSED,
+	       "status codes double as errno values in peer_check");
 static int hello_check(const unsigned char *h)
 {
-	if (memcmp(h, "LIPQ", 4) || h[4] != MQ_VERSION) {
+	if (memcmp(h, "LIPQ", 4) || h[4] != MQ_VERSION ||
+	    (h[5] != IPC__RDV_PROTO && ipc__rdv_status_errno(h[5]) == EPROTO)) {
 		errno = EPROTO;
 		return -1;
 	}
@@ -322,27 +235,10 @@ static int check_name(const char *name)
 	return 0;
 }
 
-static socklen_t rendezvous_addr(const char *name, struct sockaddr_un *sa)
+/* The rendezvous socket's abstract address (long names are hashed). */
+static int rendezvous_addr(const char *name, struct sockaddr_un *sa, socklen_t *sl)
 {
-	static const char pfx[] = "libipc-mq:";
-	size_t n = strlen(name), pl = sizeof pfx - 1;
-	memset(sa, 0, sizeof *sa);
-	sa->sun_family = AF_UNIX;
-	if (1 + pl + n <= sizeof sa->sun_path) {
-		memcpy(sa->sun_path + 1, pfx, pl);
-		memcpy(sa->sun_path + 1 + pl, name, n);
-		return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + pl + n);
-	}
-	/* too long: two FNV-1a 64 hashes */
-	uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x84222325cbf29ce4ULL;
-	for (size_t i = 0; i < n; i++) {
-		h1 = (h1 ^ (unsigned char)name[i]) * 0x100000001b3ULL;
-		h2 = (h2 ^ (unsigned char)name[i]) * 0x100000001b3ULL;
-		h2 ^= h2 >> 29;
-	}
-	int k = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "libipc-mq#%016llx%016llx",
-			 (unsigned long long)h1, (unsigned long long)h2);
-	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)k);
+	return ipc__rdv_addr("libipc-mq:", "libipc-mq#", name, sa, sl);
 }
 
 static int errno_of_state(int st, int perr, int sending)
@@ -352,6 +248,40 @@ static int errno_of_state(int st, int perr, int sending)
 	if (sending)
 		return EPIPE;
 	return st == P_CLOSED ? EPIPE : ECONNRESET;
+}
+
+
+/* ---- queue operations that never depend on O_NONBLOCK ---------------- */
+
+/* An absolute time long passed: a timed queue call with it never waits,
+ * whatever flag the (shared) open file description carries. */
+static const struct timespec q_past = {0, 0};
+
+/* One try to queue a chunk. */
+static enum q_res q_put(mqd_t q, const void *buf, size_t n)
+{
+	for (;;) {
+		if (mq_timedsend(q, buf, n, 0, &q_past) == 0)
+			return Q_DONE;
+		if (errno == EINTR)
+			continue;
+		return errno == EAGAIN || errno == ETIMEDOUT ? Q_FULL : Q_ERR;
+	}
+}
+
+/* One try to take a chunk: its length, or -1 (EAGAIN: empty). */
+static ssize_t q_get(mqd_t q, void *buf, size_t cap)
+{
+	for (;;) {
+		ssize_t n = mq_timedreceive(q, buf, cap, NULL, &q_past);
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		if (errno == ETIMEDOUT)
+			errno = EAGAIN;
+		return -1;
+	}
 }
 
 /* ---- socket state ----------------------------------------------------- */
@@ -381,7 +311,7 @@ static int peer_check(struct mq_conn *c)
 					c->pstate = P_REFUSED;
 					c->perr = c->hbuf[5];
 				} else {
-					uint32_t m = get32(c->hbuf + 8);
+					uint32_t m = ipc__mq_get32(c->hbuf + 8);
 					atomic_store(&c->peer_max, m ? (size_t)m : SIZE_MAX);
 				}
 				continue;
@@ -423,150 +353,103 @@ static int peer_err(struct mq_conn *c, int sending)
 	return e;
 }
 
-/* ---- send side (smu held, except the flusher's kernel waits) ---------- */
+/* Wait until deadline for queue a to be ready for eva (or b for evb; -1:
+ * none), or for news on the socket (read at once by peer_check).  0: look
+ * again; -1 with errno only if poll itself failed. */
+static int q_wait(struct mq_conn *c, mqd_t a, short eva, mqd_t b, short evb, int64_t deadline)
+{
+	struct pollfd p[3] = {
+		{.fd = a, .events = eva},
+		{.fd = b, .events = evb},
+		{.fd = atomic_load(&c->gone) ? -1 : c->sock, .events = POLLIN},
+	};
+	int r = poll(p, 3, ipc__remaining_ms(deadline));
+	if (r < 0 && errno != EINTR && errno != EAGAIN)
+		return -1;
+	if (r > 0 && p[2].revents)
+		peer_check(c);
+	return 0;
+}
 
-static int tx_fail(struct mq_conn *c, int e)
+/* ---- send side (smu held) --------------------------------------------- */
+
+/* The send direction is broken for good: e (sticky). */
+static int sq_broken(struct mq_conn *c, int e)
 {
 	c->serr = e;
 	errno = e;
 	return -1;
 }
 
-/* Peer gone?  Sets serr and returns -1 if so. */
-static int tx_peer(struct mq_conn *c)
-{
-	if (peer_check(c) != P_OPEN)
-		return tx_fail(c, peer_err(c, 1));
-	return 0;
-}
-
-/* Blocking send of one chunk by deadline, in slices with peer checks.
- * Touches no send-side state but *cache (NULL for the flusher). */
-static int q_send(struct mq_conn *c, const void *buf, size_t n, int64_t deadline, atomic_int *stop,
-		  struct slice *cache)
+/* Put one chunk into the send queue, waiting until deadline. */
+static enum q_res sq_put(struct mq_conn *c, const void *buf, size_t n, int64_t deadline)
 {
 	for (;;) {
-		/* a passed deadline still takes room that is there (w == 0) */
-		struct timespec ts;
-		int64_t w = slice_end(deadline, cache, &ts);
-		if (mq_timedsend(c->sq, buf, n, 0, &ts) == 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno != ETIMEDOUT)
-			return -1;
-		if (w == 0)
-			return -1;
-		slice_renew(cache);
-		if (peer_check(c) != P_OPEN) {
+		enum q_res r = q_put(c->sq, buf, n);
+		if (r != Q_FULL)
+			return r;
+		/* a wait watches the socket itself (as in rx_chunk) */
+		if ((deadline == IPC__NOW || atomic_load(&c->gone)) && peer_check(c) != P_OPEN) {
 			errno = peer_err(c, 1);
-			return -1;
+			return Q_ERR;
 		}
-		if (stop && atomic_load(stop)) {
-			errno = ECANCELED;
-			return -1;
+		if (ipc__deadline_passed(deadline)) {
+			ipc__wouldblock(deadline);
+			return Q_FULL;
 		}
+		if (q_wait(c, c->sq, POLLOUT, -1, 0, deadline) < 0)
+			return Q_ERR;
 	}
 }
 
-static void held_update(struct mq_conn *c)
+static void held_done(struct mq_conn *c)
 {
-	if (c->hoff == c->hlen) {
-		c->hoff = c->hlen = 0;
-		if (c->hcap > ((size_t)1 << 20)) {
-			free(c->hb);
-			c->hb = NULL;
-			c->hcap = 0;
-		}
+	struct mq_held *h = &c->held;
+	h->on = 0;
+	atomic_store(&c->held_on, 0);
+	if (h->cap > HELD_KEEP) {
+		free(h->buf);
+		h->buf = NULL;
+		h->cap = 0;
 	}
-	atomic_store(&c->hpend, c->hlen - c->hoff);
 }
 
-/* The flusher thread: moves held records into the queue, so that what a
- * send accepted keeps flowing whatever the application does next. */
-static void *flusher(void *arg)
+/* Move the held message into the queue until deadline.  0: nothing is
+ * held any more; -1: EAGAIN/ETIMEDOUT (still held) or a sticky error. */
+static int held_push(struct mq_conn *c, int64_t deadline)
 {
-	struct mq_conn *c = arg;
-	pthread_mutex_lock(&c->smu);
-	for (;;) {
-		if (c->hoff == c->hlen || c->serr) {
-			if (atomic_load(&c->fl_stop))
-				break;
-			pthread_cond_wait(&c->fl_cv, &c->smu);
-			continue;
+	struct mq_held *h = &c->held;
+	size_t ms = c->s_msgsize;
+	while (h->on) {
+		size_t t = ipc__mq_chunk_payload(ms, h->total, h->off, h->first);
+		const unsigned char *src = h->buf + (h->off - h->base);
+		size_t len = t;
+		if (h->first && h->total >= ms) {
+			memcpy(c->sbuf, src, t);
+			ipc__mq_trailer(c->sbuf, ms, IPC__MQ_TAG_FIRST, (uint32_t)h->total);
+			src = c->sbuf;
+			len = ms;
 		}
-		uint32_t n = get32(c->hb + c->hoff);
-		memcpy(c->fl_buf, c->hb + c->hoff + 4, n);
-		pthread_mutex_unlock(&c->smu);
-		int r = q_send(c, c->fl_buf, n, IPC__FOREVER, &c->fl_stop, NULL);
-		int e = errno;
-		pthread_mutex_lock(&c->smu);
-		if (r == 0) {
-			c->hoff += 4 + (size_t)n;
-			held_update(c);
-		} else if (e == ECANCELED) {
-			break;
-		} else {
-			c->serr = e == EBADF ? EPIPE : e;
-		}
-		pthread_cond_broadcast(&c->room_cv);
-	}
-	pthread_mutex_unlock(&c->smu);
-	return NULL;
-}
-
-static int fl_ensure(struct mq_conn *c)
-{
-	if (c->fl_started)
-		return 0;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int r = pthread_create(&c->fl_th, NULL, flusher, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		errno = r == EAGAIN ? ENOMEM : r;
-		return -1;
-	}
-	c->fl_started = 1;
-	return 0;
-}
-
-/* Wait until held + need fits the capacity or nothing is held. */
-static int tx_wait_room(struct mq_conn *c, size_t need, int64_t deadline)
-{
-	while (c->hoff < c->hlen && !c->serr && c->hlen - c->hoff + need > c->base.opt.capacity) {
-		if (deadline == IPC__NOW) {
-			if (tx_peer(c) < 0)
-				return -1;
-			errno = EAGAIN;
+		enum q_res r = sq_put(c, src, len, deadline);
+		if (r == Q_FULL)
 			return -1;
-		}
-		if (deadline == IPC__FOREVER) {
-			pthread_cond_wait(&c->room_cv, &c->smu);
-			continue;
-		}
-		if (ipc__now() >= deadline) {
-			errno = ETIMEDOUT;
-			return -1;
-		}
-		struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
-		pthread_cond_timedwait(&c->room_cv, &c->smu, &ts);
-	}
-	if (c->serr) {
-		errno = c->serr;
-		return -1;
+		if (r == Q_ERR)
+			return sq_broken(c, errno);
+		h->first = 0;
+		h->off += t;
+		if (h->off == h->total)
+			held_done(c);
 	}
 	return 0;
 }
 
-struct cursor {
+struct iov_cursor {
 	const struct iovec *iov;
 	int cnt;
 	size_t off;
 };
 
-static void cur_copy(struct cursor *k, unsigned char *dst, size_t n)
+static void iov_copy(struct iov_cursor *k, unsigned char *dst, size_t n)
 {
 	while (n > 0) {
 		size_t avail = k->iov->iov_len - k->off;
@@ -577,15 +460,17 @@ static void cur_copy(struct cursor *k, unsigned char *dst, size_t n)
 			continue;
 		}
 		size_t t = avail < n ? avail : n;
-		memcpy(dst, (const unsigned char *)k->iov->iov_base + k->off, t);
-		dst += t;
+		if (dst) {
+			memcpy(dst, (const unsigned char *)k->iov->iov_base + k->off, t);
+			dst += t;
+		}
 		n -= t;
 		k->off += t;
 	}
 }
 
 /* t contiguous bytes at the cursor: in place if possible, else copied. */
-static const void *cur_take(struct cursor *k, size_t t, unsigned char *scratch)
+static const void *iov_take(struct iov_cursor *k, size_t t, unsigned char *scratch)
 {
 	while (k->cnt > 0 && k->off == k->iov->iov_len) {
 		k->iov++;
@@ -597,144 +482,93 @@ static const void *cur_take(struct cursor *k, size_t t, unsigned char *scratch)
 		k->off += t;
 		return p;
 	}
-	cur_copy(k, scratch, t);
+	iov_copy(k, scratch, t);
 	return scratch;
 }
 
-static int held_reserve(struct mq_conn *c, size_t more)
+/* Hold payload bytes [off, total) of the message in iov (first: none of
+ * it is queued yet); later calls move them on. */
+static int held_keep(struct mq_conn *c, const struct iovec *iov, int iovcnt, size_t total, size_t off,
+		     int first)
 {
-	if (c->hlen + more <= c->hcap)
-		return 0;
-	if (c->hoff) {
-		memmove(c->hb, c->hb + c->hoff, c->hlen - c->hoff);
-		c->hlen -= c->hoff;
-		c->hoff = 0;
-		if (c->hlen + more <= c->hcap)
-			return 0;
+	struct mq_held *h = &c->held;
+	size_t n = total - off;
+	if (!h->buf || h->cap < n) {
+		unsigned char *p = malloc(n ? n : 1);
+		if (!p) {
+			errno = ENOMEM;
+			/* a message cut after its first chunk breaks the stream */
+			return first ? -1 : sq_broken(c, ENOMEM);
+		}
+		free(h->buf);
+		h->buf = p;
+		h->cap = n ? n : 1;
 	}
-	size_t cap = c->hcap ? c->hcap : 4096;
-	while (cap < c->hlen + more)
-		cap *= 2;
-	unsigned char *p = realloc(c->hb, cap);
-	if (!p)
-		return -1;
-	c->hb = p;
-	c->hcap = cap;
+	struct iov_cursor k = {iov, iovcnt, 0};
+	iov_copy(&k, NULL, off);
+	iov_copy(&k, h->buf, n);
+	h->total = total;
+	h->base = h->off = off;
+	h->first = first;
+	h->on = 1;
+	atomic_store(&c->held_on, 1);
 	return 0;
 }
 
-/* Hold a chunk (first, n bytes), then rest bytes from the cursor in chunks
- * of msgsize; the flusher sends them. */
-static int tx_hold(struct mq_conn *c, const void *first, size_t n, struct cursor *k, size_t rest)
-{
-	size_t ms = c->s_msgsize;
-	size_t nch = (rest + ms - 1) / ms;
-	if (fl_ensure(c) < 0 || held_reserve(c, 4 + n + rest + 4 * nch) < 0)
-		return -1;
-	put32(c->hb + c->hlen, (uint32_t)n);
-	memcpy(c->hb + c->hlen + 4, first, n);
-	c->hlen += 4 + n;
-	while (rest > 0) {
-		size_t t = rest < ms ? rest : ms;
-		put32(c->hb + c->hlen, (uint32_t)t);
-		cur_copy(k, c->hb + c->hlen + 4, t);
-		c->hlen += 4 + t;
-		rest -= t;
-	}
-	atomic_store(&c->hpend, c->hlen - c->hoff);
-	pthread_cond_signal(&c->fl_cv);
-	return 0;
-}
-
-/* First chunk of a message: *t bytes at the returned pointer. */
-static const void *tx_first(struct mq_conn *c, struct cursor *k, size_t total, size_t *t, size_t *rest)
-{
-	size_t ms = c->s_msgsize;
-	if (total < ms) {
-		*t = total;
-		*rest = 0;
-		return cur_take(k, total, c->sbuf);
-	}
-	cur_copy(k, c->sbuf, ms - 8);
-	put32(c->sbuf + ms - 8, TAG_FIRST);
-	put32(c->sbuf + ms - 4, (uint32_t)total);
-	*t = ms;
-	*rest = total - (ms - 8);
-	return c->sbuf;
-}
-
-/* Is the peer still there?  Checked for free when a call has to wait,
- * and every CHECK_EVERY sends otherwise (a send into a queue with room
- * costs exactly one mq_timedsend). */
-static int tx_alive(struct mq_conn *c)
+/* Is the peer still there?  Checked every CHECK_EVERY sends, and at once
+ * once it is known gone (a send that finds the queue full checks anyway). */
+static int sq_alive(struct mq_conn *c)
 {
 	if (atomic_load_explicit(&c->gone, memory_order_relaxed) || ++c->s_cnt >= CHECK_EVERY) {
 		c->s_cnt = 0;
-		return tx_peer(c);
+		if (peer_check(c) != P_OPEN)
+			return sq_broken(c, peer_err(c, 1));
 	}
 	return 0;
 }
 
 static int tx_msg(struct mq_conn *c, const struct iovec *iov, int iovcnt, size_t total, int64_t deadline)
 {
-	size_t ms = c->s_msgsize, t, rest;
-	struct cursor k = {iov, iovcnt, 0};
-	const void *src;
+	size_t ms = c->s_msgsize, off = 0;
 	if (c->serr) {
 		errno = c->serr;
 		return -1;
 	}
-	if (total > atomic_load(&c->peer_max) || (deadline == IPC__NOW && total + 4 > c->base.opt.capacity)) {
+	if (total > atomic_load(&c->peer_max)) {
 		errno = EMSGSIZE;
 		return -1;
 	}
-	if (tx_alive(c) < 0)
+	if (sq_alive(c) < 0)
 		return -1;
-	if (c->hoff < c->hlen) { /* order: behind what is held */
-		if (tx_wait_room(c, total + 4, deadline) < 0)
-			return -1;
-		if (c->hoff < c->hlen) {
-			src = tx_first(c, &k, total, &t, &rest);
-			return tx_hold(c, src, t, &k, rest);
+	/* order: behind what is held; EAGAIN while it still is */
+	if (c->held.on && held_push(c, deadline) < 0)
+		return -1;
+	struct iov_cursor k = {iov, iovcnt, 0};
+	for (int first = 1;; first = 0) {
+		size_t t = ipc__mq_chunk_payload(ms, total, off, first);
+		const void *src;
+		size_t len = t;
+		if (first && total >= ms) {
+			iov_copy(&k, c->sbuf, t);
+			ipc__mq_trailer(c->sbuf, ms, IPC__MQ_TAG_FIRST, (uint32_t)total);
+			src = c->sbuf;
+			len = ms;
+		} else {
+			src = iov_take(&k, t, c->sbuf);
 		}
-	}
-	src = tx_first(c, &k, total, &t, &rest);
-	if (deadline == IPC__NOW) {
-		/* without waiting: what the queue does not take is held (the
-		 * whole message fits the capacity, checked above) */
-		for (;;) {
-			if (mq_send(c->sq_nb, src, t, 0) < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno != EAGAIN)
-					return tx_fail(c, errno == EBADF ? EPIPE : errno);
-				if (tx_peer(c) < 0)
-					return -1;
-				return tx_hold(c, src, t, &k, rest);
-			}
-			if (rest == 0)
-				return 0;
-			t = rest < ms ? rest : ms;
-			rest -= t;
-			src = cur_take(&k, t, c->sbuf);
-		}
-	}
-	/* blocking or timed: wait in the kernel (one mq_timedsend per chunk
-	 * when there is room); a timed send whose deadline passes after the
-	 * first chunk went out holds the rest, as ipc_send documents */
-	for (int started = 0;; started = 1) {
-		if (q_send(c, src, t, deadline, NULL, &c->s_sl) < 0) {
-			if (errno == ETIMEDOUT && started)
-				return tx_hold(c, src, t, &k, rest);
-			if (errno == ETIMEDOUT)
+		enum q_res r = sq_put(c, src, len, deadline);
+		if (r == Q_ERR)
+			return sq_broken(c, errno);
+		if (r == Q_FULL) {
+			/* without waiting the message is accepted whole; a
+			 * timed send holds what is left once it has begun */
+			if (first && deadline != IPC__NOW)
 				return -1;
-			return tx_fail(c, errno == EBADF ? EPIPE : errno);
+			return held_keep(c, iov, iovcnt, total, off, first);
 		}
-		if (rest == 0)
+		off += t;
+		if (off == total)
 			return 0;
-		t = rest < ms ? rest : ms;
-		rest -= t;
-		src = cur_take(&k, t, c->sbuf);
 	}
 }
 
@@ -760,18 +594,15 @@ static ssize_t mq_send_batch_slot(struct ipc_conn *cc, const struct iovec *msgs,
 	}
 	for (; i < n; i++) {
 		if (msgs[i].iov_len >= c->s_msgsize || msgs[i].iov_len > atomic_load(&c->peer_max) ||
-		    c->hoff < c->hlen || c->serr)
+		    c->held.on || c->serr)
 			break;
 		if (atomic_load_explicit(&c->gone, memory_order_relaxed) || ++c->s_cnt >= CHECK_EVERY) {
 			c->s_cnt = 0;
 			if (peer_check(c) != P_OPEN)
 				break; /* the next call reports it */
 		}
-		int r;
-		while ((r = mq_send(c->sq_nb, msgs[i].iov_base, msgs[i].iov_len, 0)) < 0 && errno == EINTR)
-			;
-		if (r < 0)
-			break; /* EAGAIN: done; anything else shows on the next call */
+		if (q_put(c->sq, msgs[i].iov_base, msgs[i].iov_len) != Q_DONE)
+			break; /* full: done; an error shows on the next call */
 	}
 	pthread_mutex_unlock(&c->smu);
 	return (ssize_t)i;
@@ -780,125 +611,114 @@ static ssize_t mq_send_batch_slot(struct ipc_conn *cc, const struct iovec *msgs,
 static int mq_flush_slot(struct ipc_conn *cc, int64_t deadline)
 {
 	struct mq_conn *c = C(cc);
+	int r = 0;
 	pthread_mutex_lock(&c->smu);
-	int r = tx_wait_room(c, c->base.opt.capacity + 1, deadline);
+	if (c->serr) {
+		errno = c->serr;
+		r = -1;
+	} else {
+		r = held_push(c, deadline);
+	}
 	pthread_mutex_unlock(&c->smu);
 	return r;
 }
 
+/* From the receive side or readiness: move held data on without waiting,
+ * unless a sender is busy (it moves it itself). */
+static void held_nudge(struct mq_conn *c)
+{
+	if (!atomic_load(&c->held_on) || pthread_mutex_trylock(&c->smu) != 0)
+		return;
+	int e = errno;
+	if (c->held.on && !c->serr)
+		held_push(c, IPC__NOW);
+	errno = e;
+	pthread_mutex_unlock(&c->smu);
+}
+
 /* ---- receive side (rmu held) ------------------------------------------ */
 
-static int rx_fail(struct mq_conn *c, int e)
+/* The receive direction is broken for good: e (sticky). */
+static int rq_broken(struct mq_conn *c, int e)
 {
 	c->rerr = e;
 	errno = e;
 	return -1;
 }
 
-/* Peer gone and nothing queued: the final error (sticky). */
-static ssize_t rx_gone(struct mq_conn *c, void *buf, size_t cap)
+/* Peer gone: what is still queued, then the final error (sticky). */
+static ssize_t rq_gone(struct mq_conn *c, void *buf, size_t cap)
 {
-	ssize_t n = mq_receive(c->rq_nb, buf, cap, NULL);
+	ssize_t n = q_get(c->rq, buf, cap);
 	if (n >= 0)
 		return n;
-	return rx_fail(c, peer_err(c, 0));
+	return rq_broken(c, peer_err(c, 0));
 }
 
-/* Receive one mq message into buf (cap >= r_msgsize) by deadline.  The
- * socket is looked at only when the call would wait: at EAGAIN (unless
- * quiet: a batch's later messages) and after each slice spent waiting. */
+/* Receive one chunk into buf (cap >= r_msgsize) by deadline.  The socket
+ * is looked at only when the call would wait (unless quiet: a batch's
+ * later messages); while waiting, held send data moves on too. */
 static ssize_t rx_chunk(struct mq_conn *c, void *buf, size_t cap, int64_t deadline, int quiet)
 {
 	for (;;) {
-		ssize_t n;
-		if (deadline == IPC__NOW) {
-			n = mq_receive(c->rq_nb, buf, cap, NULL);
-			if (n >= 0)
-				return n;
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return rx_fail(c, errno);
-			if (!quiet && peer_check(c) != P_OPEN)
-				return rx_gone(c, buf, cap);
-			errno = EAGAIN;
-			return -1;
-		}
-		/* a passed deadline still takes what is there (w == 0) */
-		struct timespec ts;
-		int64_t w = slice_end(deadline, &c->r_sl, &ts);
-		n = mq_timedreceive(c->rq, buf, cap, NULL, &ts);
+		ssize_t n = q_get(c->rq, buf, cap);
 		if (n >= 0)
 			return n;
-		if (errno == EINTR)
-			continue;
-		if (errno != ETIMEDOUT)
-			return rx_fail(c, errno);
-		slice_renew(&c->r_sl);
-		if (peer_check(c) != P_OPEN)
-			return rx_gone(c, buf, cap);
-		if (w == 0) {
-			errno = ETIMEDOUT;
+		if (errno != EAGAIN)
+			return rq_broken(c, errno);
+		if (quiet)
 			return -1;
-		}
+		held_nudge(c);
+		/* a wait watches the socket itself: look now only if it will
+		 * not wait, or once the peer is known gone */
+		if ((deadline == IPC__NOW || atomic_load(&c->gone)) && peer_check(c) != P_OPEN)
+			return rq_gone(c, buf, cap);
+		if (ipc__deadline_passed(deadline))
+			return ipc__wouldblock(deadline);
+		int held = atomic_load(&c->held_on);
+		if (q_wait(c, c->rq, POLLIN, held ? c->sq : -1, POLLOUT, deadline) < 0)
+			return -1;
 	}
 }
 
-/* Take in one mq message of n bytes now in src (rbuf or user buffer).
- * 1: a whole small message (caller decides), 0: consumed, -1 error. */
+/* Take in one chunk of n bytes now at src (rbuf or the caller's buffer).
+ * 1: a whole small message (the caller decides), 0: consumed, -1 error. */
 static int rx_take(struct mq_conn *c, const unsigned char *src, size_t n)
 {
-	size_t ms = c->r_msgsize;
-	if (c->asm_on) {
-		size_t want = c->atotal - c->ahave;
-		if (want > ms)
-			want = ms;
-		if (n != want)
-			return rx_fail(c, EPROTO);
-		if (src != c->abuf + c->ahave)
-			memcpy(c->abuf + c->ahave, src, n);
-		c->ahave += n;
-		return 0;
-	}
-	if (n < ms)
+	switch (ipc__mq_take(&c->as, src, n, c->r_msgsize, c->base.opt.max_msg_size, c->r_ubuf, c->r_ulen)) {
+	case IPC__MQ_WHOLE:
 		return 1;
-	uint32_t tag = get32(src + ms - 8), total = get32(src + ms - 4);
-	if (tag == TAG_CLOSE)
-		return rx_fail(c, EPIPE);
-	if (tag != TAG_FIRST || total < ms || total > c->base.opt.max_msg_size)
-		return rx_fail(c, EPROTO);
-	if (c->r_ubuf && total <= c->r_ulen) { /* reassemble in place */
-		c->abuf = c->r_ubuf;
-		c->a_user = 1;
-		if (src != c->abuf) /* else already in place */
-			memcpy(c->abuf, src, ms - 8);
-	} else {
-		c->abuf = malloc(total);
-		if (!c->abuf) { /* keep the chunk: a later call retries */
-			if (src != c->rbuf)
-				memcpy(c->rbuf, src, n);
-			c->first_kept = 1;
-			errno = ENOMEM;
-			return -1;
-		}
-		memcpy(c->abuf, src, ms - 8);
+	case IPC__MQ_PART:
+		c->first_kept = 0;
+		return 0;
+	case IPC__MQ_CLOSE:
+		return rq_broken(c, EPIPE);
+	case IPC__MQ_NOMEM: /* keep the chunk: a later call retries */
+		if (src != c->rbuf)
+			memcpy(c->rbuf, src, n);
+		c->first_kept = 1;
+		errno = ENOMEM;
+		return -1;
+	case IPC__MQ_BAD:
+		break;
 	}
-	c->first_kept = 0;
-	c->atotal = total;
-	c->ahave = ms - 8;
-	c->asm_on = 1;
-	return 0;
+	return rq_broken(c, EPROTO);
 }
 
-/* Pull messages until one is complete (or error / would block). */
+static int asm_whole(const struct mq_conn *c)
+{
+	return c->as.on && c->as.have == c->as.total;
+}
+
+/* Pull chunks until a message is complete (or error / would block). */
 static int rx_fill(struct mq_conn *c, int64_t deadline, int quiet)
 {
 	if (c->first_kept && rx_take(c, c->rbuf, c->r_msgsize) < 0)
 		return -1;
-	while (!c->pend && !(c->asm_on && c->ahave == c->atotal)) {
+	while (!c->pend && !asm_whole(c)) {
 		unsigned char *dst = c->rbuf;
-		if (c->asm_on && c->atotal - c->ahave >= c->r_msgsize)
-			dst = c->abuf + c->ahave;
+		if (c->as.on && c->as.total - c->as.have >= c->r_msgsize)
+			dst = c->as.buf + c->as.have;
 		ssize_t n = rx_chunk(c, dst, c->r_msgsize, deadline, quiet);
 		if (n < 0)
 			return -1;
@@ -913,16 +733,7 @@ static int rx_fill(struct mq_conn *c, int64_t deadline, int quiet)
 	return 0;
 }
 
-static void asm_reset(struct mq_conn *c)
-{
-	if (!c->a_user)
-		free(c->abuf);
-	c->abuf = NULL;
-	c->asm_on = c->a_user = 0;
-	c->atotal = c->ahave = 0;
-}
-
-static ssize_t rx_deliver(struct mq_conn *c, void *buf, size_t len, void **allocp)
+static ssize_t rq_deliver(struct mq_conn *c, void *buf, size_t len, void **allocp)
 {
 	if (c->pend) {
 		size_t n = c->pend_len;
@@ -941,27 +752,26 @@ static ssize_t rx_deliver(struct mq_conn *c, void *buf, size_t len, void **alloc
 		c->pend = 0;
 		return (ssize_t)n;
 	}
-	size_t n = c->atotal;
-	if (c->a_user) {
-		c->abuf = NULL; /* already in buf */
-		c->a_user = 0;
+	size_t n = c->as.total;
+	if (c->as.user) {
+		/* already in buf */
 	} else if (allocp) {
-		*allocp = c->abuf;
-		c->abuf = NULL;
+		*allocp = c->as.buf;
+		c->as.buf = NULL;
 	} else if (n > len) {
 		errno = EMSGSIZE;
 		return -1;
 	} else {
-		memcpy(buf, c->abuf, n);
+		memcpy(buf, c->as.buf, n);
 	}
-	asm_reset(c);
+	ipc__mq_asm_reset(&c->as);
 	return (ssize_t)n;
 }
 
 static ssize_t rx_msg(struct mq_conn *c, void *buf, size_t len, void **allocp, int64_t deadline, int quiet)
 {
 	ssize_t r = -1;
-	if (!c->pend && !c->asm_on && !c->first_kept) {
+	if (!c->pend && !c->as.on && !c->first_kept) {
 		if (c->rerr) {
 			errno = c->rerr;
 			return -1;
@@ -986,12 +796,12 @@ static ssize_t rx_msg(struct mq_conn *c, void *buf, size_t len, void **allocp, i
 		}
 	}
 	if (rx_fill(c, deadline, quiet) == 0)
-		r = rx_deliver(c, buf, len, allocp);
+		r = rq_deliver(c, buf, len, allocp);
 out:
 	c->r_ubuf = NULL;
-	if (r < 0 && c->a_user) { /* only after a sticky error */
+	if (r < 0 && c->as.user) { /* only after a sticky error */
 		int e = errno;
-		asm_reset(c);
+		ipc__mq_asm_reset(&c->as);
 		if (!c->rerr)
 			c->rerr = e;
 		errno = e;
@@ -1043,11 +853,11 @@ static int mq_conn_fd(const struct ipc_conn *cc)
 static int mq_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 {
 	struct mq_conn *c = C(cc);
-	int r = 0, held = 0;
+	int r = 0;
 	int e = errno;
 	if (events & IPC_POLLIN) {
 		if (pthread_mutex_trylock(&c->rmu) == 0) {
-			if (c->rerr || c->pend || (c->asm_on && c->ahave == c->atotal))
+			if (c->rerr || c->pend || asm_whole(c))
 				r |= IPC_POLLIN;
 			else if (rx_fill(c, IPC__NOW, 0) == 0 || errno != EAGAIN)
 				r |= IPC_POLLIN;
@@ -1058,12 +868,16 @@ static int mq_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 			pthread_mutex_unlock(&c->rmu);
 		}
 	}
+	/* writable means exactly "nothing is held" (held data moves here) */
+	int held = atomic_load(&c->held_on);
 	if (pthread_mutex_trylock(&c->smu) == 0) {
-		held = 0;
+		if (c->held.on && !c->serr)
+			held_push(c, IPC__NOW);
+		held = c->held.on && !c->serr;
 		if (events & IPC_POLLOUT) {
 			if (c->serr)
 				r |= IPC_POLLOUT | IPC_POLLERR;
-			else if (c->hlen - c->hoff + SMALL_MSG + 4 <= c->base.opt.capacity)
+			else if (!held)
 				r |= IPC_POLLOUT;
 		}
 		pthread_mutex_unlock(&c->smu);
@@ -1079,8 +893,8 @@ static int mq_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 			r |= IPC_POLLERR;
 	}
 	pthread_mutex_lock(&c->kmu);
-	ep_set(c, c->rq_nb, &c->ev_rq, (events & IPC_POLLIN) ? EPOLLIN : 0);
-	ep_set(c, c->sq_nb, &c->ev_sq, (held || ((events & IPC_POLLOUT) && !(r & IPC_POLLOUT))) ? EPOLLOUT : 0);
+	ep_set(c, c->rq, &c->ev_rq, (events & IPC_POLLIN) ? EPOLLIN : 0);
+	ep_set(c, c->sq, &c->ev_sq, (held || ((events & IPC_POLLOUT) && !(r & IPC_POLLOUT))) ? EPOLLOUT : 0);
 	pthread_mutex_unlock(&c->kmu);
 	*pollev = POLLIN;
 	errno = e;
@@ -1095,93 +909,76 @@ static int mq_peer_cred(const struct ipc_conn *cc, struct ipc_cred *cred)
 
 /* ---- connection life -------------------------------------------------- */
 
-/* Live connections whose queues this process made: a sizing hint only
- * (RLIMIT_MSGQUEUE is one budget for every queue of the user). */
-static atomic_int live_conns;
-
-static void conn_free(struct mq_conn *c)
+static void mq_conn_free(struct mq_conn *c)
 {
-	if (c->counted)
-		atomic_fetch_sub(&live_conns, 1);
 	ipc__close_fd(c->sock);
 	ipc__close_fd(c->efd);
-	mqd_t q[4] = {c->sq, c->sq_nb, c->rq, c->rq_nb};
-	for (int i = 0; i < 4; i++)
-		if (q[i] != (mqd_t)-1)
-			mq_close(q[i]);
+	if (c->sq != (mqd_t)-1)
+		mq_close(c->sq);
+	if (c->rq != (mqd_t)-1)
+		mq_close(c->rq);
 	free(c->sbuf);
 	free(c->rbuf);
-	free(c->hb);
-	free(c->abuf);
-	free(c->fl_buf);
-	pthread_cond_destroy(&c->room_cv);
-	pthread_cond_destroy(&c->fl_cv);
+	free(c->held.buf);
+	ipc__mq_asm_reset(&c->as);
 	pthread_mutex_destroy(&c->kmu);
 	pthread_mutex_destroy(&c->smu);
 	pthread_mutex_destroy(&c->rmu);
 	free(c);
 }
 
-/* fds: c2s blocking, c2s nonblocking, s2c blocking, s2c nonblocking.
- * Takes ownership of sock and fds (closed on failure). */
-static struct mq_conn *conn_new(int sock, const int fds[4], int is_client)
+/* fds: c2s, c2s again (a second description), s2c, s2c again.  Takes
+ * ownership of sock and fds (closed on failure); one descriptor per queue
+ * is kept. */
+static struct mq_conn *mq_conn_new(int sock, const int fds[4], int is_client)
 {
+	ipc__close_fd(fds[1]);
+	ipc__close_fd(fds[3]);
 	struct mq_conn *c = calloc(1, sizeof *c);
 	if (!c) {
 		ipc__close_fd(sock);
-		for (int i = 0; i < 4; i++)
-			ipc__close_fd(fds[i]);
+		ipc__close_fd(fds[0]);
+		ipc__close_fd(fds[2]);
 		return NULL;
 	}
 	pthread_mutex_init(&c->kmu, NULL);
 	pthread_mutex_init(&c->smu, NULL);
 	pthread_mutex_init(&c->rmu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->room_cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_cond_init(&c->fl_cv, NULL);
-	atomic_init(&c->fl_stop, 0);
 	c->sock = sock;
 	c->efd = -1;
 	c->is_client = is_client;
 	c->sq = is_client ? fds[0] : fds[2];
-	c->sq_nb = is_client ? fds[1] : fds[3];
 	c->rq = is_client ? fds[2] : fds[0];
-	c->rq_nb = is_client ? fds[3] : fds[1];
 	atomic_init(&c->peer_max, SIZE_MAX);
-	atomic_init(&c->hpend, 0);
+	atomic_init(&c->held_on, 0);
+	atomic_init(&c->gone, 0);
 	c->hello_done = !is_client;
 
 	struct mq_attr sa, ra;
-	struct ucred uc;
-	socklen_t ul = sizeof uc;
 	if (mq_getattr(c->sq, &sa) < 0 || mq_getattr(c->rq, &ra) < 0)
 		goto fail;
 	c->s_msgsize = (size_t)sa.mq_msgsize;
-	c->s_maxmsg = sa.mq_maxmsg;
 	c->r_msgsize = (size_t)ra.mq_msgsize;
-	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &ul) < 0)
+	if (c->s_msgsize < IPC__MQ_MIN_MSGSIZE || c->r_msgsize < IPC__MQ_MIN_MSGSIZE) {
+		errno = EPROTO;
 		goto fail;
-	c->cred.pid = uc.pid;
-	c->cred.uid = uc.uid;
-	c->cred.gid = uc.gid;
+	}
+	if (ipc__sock_cred(sock, &c->cred) < 0)
+		goto fail;
 	c->sbuf = malloc(c->s_msgsize);
 	c->rbuf = malloc(c->r_msgsize);
-	c->fl_buf = malloc(c->s_msgsize);
-	if (!c->sbuf || !c->rbuf || !c->fl_buf)
+	if (!c->sbuf || !c->rbuf)
 		goto fail;
 	c->efd = epoll_create1(EPOLL_CLOEXEC);
 	if (c->efd < 0)
 		goto fail;
-	struct epoll_event ev = {.events = EPOLLIN, .data.fd = c->rq_nb};
-	if (epoll_ctl(c->efd, EPOLL_CTL_ADD, c->rq_nb, &ev) < 0)
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = c->rq};
+	if (epoll_ctl(c->efd, EPOLL_CTL_ADD, c->rq, &ev) < 0)
 		goto fail;
 	c->ev_rq = EPOLLIN;
 	ev.events = 0;
-	ev.data.fd = c->sq_nb;
-	if (epoll_ctl(c->efd, EPOLL_CTL_ADD, c->sq_nb, &ev) < 0)
+	ev.data.fd = c->sq;
+	if (epoll_ctl(c->efd, EPOLL_CTL_ADD, c->sq, &ev) < 0)
 		goto fail;
 	ev.events = EPOLLIN | EPOLLRDHUP;
 	ev.data.fd = sock;
@@ -1189,123 +986,145 @@ static struct mq_conn *conn_new(int sock, const int fds[4], int is_client)
 		goto fail;
 	return c;
 fail:
-	conn_free(c);
+	mq_conn_free(c);
 	return NULL;
+}
+
+/* Close: push the held message until linger, reading and discarding what
+ * the peer sends meanwhile (so two peers closing at once both finish). */
+static int held_linger(struct mq_conn *c, int64_t linger)
+{
+	for (;;) {
+		if (held_push(c, IPC__NOW) == 0)
+			return 0;
+		if (errno != EAGAIN) /* the peer is gone: dropped */
+			return peer_check(c) == P_DEAD ? (errno = ECONNRESET, -1) : -1;
+		for (int i = 0; i < DRAIN_ROUND && q_get(c->rq, c->rbuf, c->r_msgsize) >= 0; i++)
+			;
+		if (ipc__deadline_passed(linger)) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		if (q_wait(c, c->sq, POLLOUT, c->rq, POLLIN, linger) < 0)
+			return -1;
+	}
 }
 
 static int mq_close_slot(struct ipc_conn *cc, int64_t linger)
 {
 	struct mq_conn *c = C(cc);
-	int rc = 0, err = 0;
-	pthread_mutex_lock(&c->smu);
-	if (c->hoff < c->hlen && tx_wait_room(c, c->base.opt.capacity + 1, linger) < 0) {
-		rc = -1;
-		err = errno;
-	}
-	int clean = c->hoff == c->hlen && !c->serr;
-	atomic_store(&c->fl_stop, 1);
-	pthread_cond_signal(&c->fl_cv);
-	pthread_mutex_unlock(&c->smu);
-	if (c->fl_started) {
-		pthread_join(c->fl_th, NULL);
-		c->fl_started = 0;
-	}
-	if (clean && peer_check(c) == P_OPEN) {
+	int rc = 0;
+	if (c->held.on && !c->serr)
+		rc = held_linger(c, linger);
+	else if (c->held.on) /* dropped: the send side broke */
+		rc = -1, errno = c->serr;
+	int err = errno;
+	if (rc == 0 && !c->serr && peer_check(c) == P_OPEN) {
 		memset(c->sbuf, 0, c->s_msgsize);
-		put32(c->sbuf + c->s_msgsize - 8, TAG_CLOSE);
-		while (mq_send(c->sq_nb, (char *)c->sbuf, c->s_msgsize, 0) < 0 && errno == EINTR)
-			;
+		ipc__mq_trailer(c->sbuf, c->s_msgsize, IPC__MQ_TAG_CLOSE, 0);
+		q_put(c->sq, c->sbuf, c->s_msgsize); /* full: 'C' and EOF tell */
 		while (send(c->sock, "C", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR)
 			;
 	}
-	/* make the peer's sends find a full queue, so that they look at the
-	 * socket: drain what it sent us, then fill with CLOSE markers */
-	memset(c->rbuf, 0, c->r_msgsize);
-	for (int i = 0; i < 4096 && mq_receive(c->rq_nb, (char *)c->rbuf, c->r_msgsize, NULL) >= 0; i++)
-		;
-	memset(c->rbuf, 0, c->r_msgsize);
-	put32(c->rbuf + c->r_msgsize - 8, TAG_CLOSE);
-	for (int i = 0; i < 4096 && mq_send(c->rq_nb, (char *)c->rbuf, c->r_msgsize, 0) == 0; i++)
-		;
-	conn_free(c);
-	if (rc < 0)
-		errno = err;
+	mq_conn_free(c);
+	errno = err;
 	return rc;
 }
 
 /* ---- queue creation (client) ------------------------------------------ */
 
-/* Create one queue; opens it blocking (*blk) and nonblocking (*nb) and
- * unlinks the name before returning. */
-static int make_queue(long maxmsg, long msgsize, unsigned mode, mqd_t *blk, mqd_t *nb)
+/* Remove the queue names a killed process left (it died between mq_open
+ * and mq_unlink in make_queue): names "libipc-mq.<pid>.<16 hex>" of our
+ * euid whose pid no longer exists.  Only visible where the mqueue file
+ * system is mounted on /dev/mqueue. */
+static void reap_leftovers(void)
+{
+	int e = errno;
+	DIR *d = opendir(Q_DIR);
+	if (!d)
+		goto out;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		const char *p = de->d_name;
+		size_t pl = sizeof Q_PREFIX - 1;
+		if (strncmp(p, Q_PREFIX, pl) || p[pl] < '1' || p[pl] > '9')
+			continue;
+		char *end;
+		long pid = strtol(p + pl, &end, 10);
+		if (*end != '.' || pid <= 0 || pid > INT_MAX || strlen(end + 1) != 16 ||
+		    strspn(end + 1, "0123456789abcdef") != 16)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), p, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_uid != geteuid())
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char name[NAME_MAX + 2];
+		if (ipc__format(name, sizeof name, "/%s", p) > 0)
+			mq_unlink(name);
+	}
+	closedir(d);
+out:
+	errno = e;
+}
+
+/* Create one queue, mode 0600 (it is passed by SCM_RIGHTS, never opened
+ * by name by anyone else); opens it a second time (*again, O_NONBLOCK)
+ * and unlinks the name before returning. */
+static int make_queue(long maxmsg, long msgsize, mqd_t *q, mqd_t *again)
 {
 	unsigned char rnd[8];
 	char name[64];
 	if (ipc__random(rnd, sizeof rnd) < 0)
 		return -1;
-	snprintf(name, sizeof name, "/libipc-mq.%d.%02x%02x%02x%02x%02x%02x%02x%02x", (int)getpid(), rnd[0], rnd[1],
-		 rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	snprintf(name, sizeof name, "/" Q_PREFIX "%d.%02x%02x%02x%02x%02x%02x%02x%02x", (int)getpid(), rnd[0],
+		 rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
 	struct mq_attr a = {.mq_maxmsg = maxmsg, .mq_msgsize = msgsize};
-	*blk = mq_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode, &a);
-	if (*blk == (mqd_t)-1)
+	*q = mq_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)0600, &a);
+	if (*q == (mqd_t)-1)
 		return -1;
-	*nb = mq_open(name, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	*again = mq_open(name, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	int e = errno;
 	mq_unlink(name);
-	if (*nb == (mqd_t)-1) {
-		mq_close(*blk);
+	if (*again == (mqd_t)-1) {
+		mq_close(*q);
 		errno = e;
 		return -1;
 	}
 	return 0;
 }
 
-/* The two queues of a connection, attributes within the kernel limits. */
-static int make_queues(const struct ipc_options *o, int fds[4], int nlive)
+/* The two queues of a connection (fds as mq_conn_new takes them), small
+ * enough that one user's RLIMIT_MSGQUEUE serves many connections. */
+static int make_queues(const struct ipc_options *o, int fds[4])
 {
+	(void)o;
+	reap_leftovers();
 	long msg_max = read_proc_long("/proc/sys/fs/mqueue/msg_max", 10);
 	long size_max = read_proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
-	long maxmsg = msg_max < 64 ? msg_max : 64;
-	long msgsize = (long)((o->capacity + 8 + (size_t)maxmsg - 1) / (size_t)maxmsg);
-	msgsize = (msgsize + 7) & ~7L;
-	if (msgsize < MIN_MSGSIZE)
-		msgsize = MIN_MSGSIZE;
-	if (msgsize > size_max)
-		msgsize = size_max;
-	if (nlive >= MID_CONNS)
-		msgsize = MIN_MSGSIZE;
-	else if (nlive >= BIG_CONNS && msgsize > MID_MSGSIZE)
-		msgsize = MID_MSGSIZE;
-	if (msgsize < 64) {
+	long maxmsg = msg_max < Q_MAXMSG ? msg_max : Q_MAXMSG;
+	long msgsize = size_max < Q_MSGSIZE ? size_max : Q_MSGSIZE;
+	if (msgsize < IPC__MQ_MIN_MSGSIZE) {
 		errno = EINVAL;
 		return -1;
 	}
 	for (int i = 0; i < 4; i++)
 		fds[i] = -1;
 	for (int q = 0; q < 2;) {
-		mqd_t b, n;
-		if (make_queue(maxmsg, msgsize, o->mode, &b, &n) == 0) {
-			fds[2 * q] = b;
-			fds[2 * q + 1] = n;
+		mqd_t a, b;
+		if (make_queue(maxmsg, msgsize, &a, &b) == 0) {
+			fds[2 * q] = a;
+			fds[2 * q + 1] = b;
 			q++;
 			continue;
 		}
 		if (errno == EEXIST)
 			continue;
-		/* RLIMIT_MSGQUEUE (EMFILE) is a budget shared by every queue of
-		 * the user: once it runs short, drop straight to the smallest
-		 * queues, so that what is left serves many connections */
-		if ((errno == EMFILE || errno == ENOMEM) && msgsize > MIN_MSGSIZE) {
-			msgsize = MIN_MSGSIZE;
-			continue;
-		}
-		if ((errno == EMFILE || errno == ENOMEM) && maxmsg > 2) {
-			maxmsg /= 2;
-			continue;
-		}
-		if (errno == EINVAL && (maxmsg > 10 || msgsize > 8192)) {
-			maxmsg = maxmsg > 10 ? 10 : maxmsg;
-			msgsize = msgsize > 8192 ? 8192 : msgsize;
+		/* RLIMIT_MSGQUEUE (EMFILE): try the smallest shape once */
+		if ((errno == EMFILE || errno == ENOMEM) &&
+		    (maxmsg > Q_MAXMSG_LOW || msgsize > Q_MSGSIZE_LOW)) {
+			maxmsg = maxmsg < Q_MAXMSG_LOW ? maxmsg : Q_MAXMSG_LOW;
+			msgsize = msgsize < Q_MSGSIZE_LOW ? msgsize : Q_MSGSIZE_LOW;
 			continue;
 		}
 		int e = errno;
@@ -1318,75 +1137,48 @@ static int make_queues(const struct ipc_options *o, int fds[4], int nlive)
 	return 0;
 }
 
-/* ---- connect ---------------------------------------------------------- */
+/* ---- connect (the shared rendezvous is lib/rendezvous.c) -------------- */
+
+/* The listener's verdict as errno (0: accepted), waiting until deadline.
+ * The reply stays queued: peer_check reads it again. */
+static int mq_verdict(int sock, int64_t deadline)
+{
+	unsigned char h[HELLO_LEN];
+	if (ipc__rdv_peek_reply(sock, h, HELLO_LEN, deadline) < 0)
+		return errno;
+	if (hello_check(h) < 0)
+		return EPROTO;
+	return ipc__rdv_status_errno(h[5]);
+}
 
 static struct ipc_conn *mq_connect(const char *name, const struct ipc_options *o, int64_t deadline)
 {
 	struct sockaddr_un sa;
-	int fds[4] = {-1, -1, -1, -1}, counted = 0;
-	if (check_name(name) < 0)
+	socklen_t sl;
+	struct ipc_cred cr;
+	int fds[4] = {-1, -1, -1, -1};
+	if (check_name(name) < 0 || rendezvous_addr(name, &sa, &sl) < 0)
 		return NULL;
-	socklen_t sl = rendezvous_addr(name, &sa);
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* who listens is checked before any queue is made */
+	int s = ipc__rdv_connect(&sa, sl, o, deadline, &cr);
 	if (s < 0)
 		return NULL;
-	for (;;) {
-		int ms = ipc__remaining_ms(deadline);
-		struct timeval tv = {0, 0};
-		if (deadline != IPC__FOREVER) {
-			if (ms <= 0) {
-				errno = ETIMEDOUT;
-				goto fail;
-			}
-			tv.tv_sec = ms / 1000;
-			tv.tv_usec = (ms % 1000) * 1000;
-		}
-		setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-		if (connect(s, (struct sockaddr *)&sa, sl) == 0)
-			break;
-		if (errno == EINTR || errno == EAGAIN)
-			continue; /* EAGAIN: timed out in a full backlog; loop checks */
+	if (make_queues(o, fds) < 0)
 		goto fail;
-	}
-	struct timeval zero = {0, 0};
-	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
-	int nlive = atomic_fetch_add(&live_conns, 1);
-	counted = 1;
-	if (ipc__set_nonblock(s, 1) < 0 || make_queues(o, fds, nlive) < 0)
-		goto fail;
-
 	unsigned char h[HELLO_LEN];
 	hello_encode(h, 0, o->max_msg_size);
-	struct iovec v = {h, HELLO_LEN};
-	union {
-		struct cmsghdr hdr;
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-	} cm;
-	memset(&cm, 0, sizeof cm);
-	struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
-	struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
-	ch->cmsg_level = SOL_SOCKET;
-	ch->cmsg_type = SCM_RIGHTS;
-	ch->cmsg_len = CMSG_LEN(sizeof(int) * 4);
-	memcpy(CMSG_DATA(ch), fds, sizeof(int) * 4);
-	ssize_t r;
-	while ((r = sendmsg(s, &mh, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
-		;
-	if (r != HELLO_LEN) {
-		if (r >= 0 || errno == EPIPE)
-			errno = ECONNRESET;
+	if (ipc__rdv_send_hello(s, h, HELLO_LEN, fds, 4, deadline) < 0) {
+		if (errno == ECONNREFUSED) { /* refused early: its reason, if it gave one */
+			int v = mq_verdict(s, IPC__NOW);
+			errno = v && v != EAGAIN ? v : ECONNREFUSED;
+		}
 		goto fail;
 	}
-	struct mq_conn *c = conn_new(s, fds, 1);
-	if (!c) {
-		atomic_fetch_sub(&live_conns, 1);
-		return NULL;
-	}
-	c->counted = 1;
-	return &c->base;
+	/* connect never waits for the listener's accept (ipc_connect(3)): a
+	 * refusal (its mode) reaches the data path in the listener's hello */
+	struct mq_conn *c = mq_conn_new(s, fds, 1);
+	return c ? &c->base : NULL;
 fail:
-	if (counted)
-		atomic_fetch_sub(&live_conns, 1);
 	ipc__close_fd(s);
 	for (int i = 0; i < 4; i++)
 		if (fds[i] >= 0) {
@@ -1399,202 +1191,109 @@ fail:
 
 /* ---- listener --------------------------------------------------------- */
 
-static struct mq_listener *L(struct ipc_listener *l)
+struct mq_listener {
+	struct ipc__rdv_listener rdv; /* first: the shared listener */
+	size_t max_msg;               /* our max_msg_size, sent in the reply */
+	long msgsize_max;             /* largest queue message a client may
+	                                 make us buffer: capacity or
+	                                 max_msg_size + 8, at most 16 MiB */
+	char name[NAME_MAX + 2];
+};
+
+/* The listener's reply: a hello carrying the status. */
+static void mq_reply(struct ipc__rdv_listener *rl, int sock, enum ipc__rdv_status status)
 {
-	return (struct mq_listener *)l;
+	struct mq_listener *l = (struct mq_listener *)rl;
+	unsigned char h[HELLO_LEN];
+	hello_encode(h, (int)status, status == IPC__RDV_OK ? l->max_msg : 0);
+	ssize_t r = send(sock, h, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)r;
 }
 
-static struct ipc_listener *mq_listen(const char *name, const struct ipc_options *o)
-{
-	struct sockaddr_un sa;
-	if (check_name(name) < 0)
-		return NULL;
-	struct mq_listener *l = calloc(1, sizeof *l);
-	if (!l)
-		return NULL;
-	l->efd = -1;
-	l->o = *o;
-	memcpy(l->name, name, strlen(name) + 1);
-	socklen_t sl = rendezvous_addr(name, &sa);
-	l->lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (l->lsock < 0)
-		goto fail;
-	if (bind(l->lsock, (struct sockaddr *)&sa, sl) < 0 || listen(l->lsock, 128) < 0)
-		goto fail;
-	l->efd = epoll_create1(EPOLL_CLOEXEC);
-	if (l->efd < 0)
-		goto fail;
-	struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->lsock};
-	if (epoll_ctl(l->efd, EPOLL_CTL_ADD, l->lsock, &ev) < 0)
-		goto fail;
-	return &l->base;
-fail:
-	ipc__close_fd(l->lsock);
-	ipc__close_fd(l->efd);
-	free(l);
-	return NULL;
-}
-
-/* Does opt.mode let a client with these credentials in? */
-static int mode_allows(unsigned mode, const struct ucred *uc)
-{
-	if (uc->uid == 0)
-		return 1;
-	if (uc->uid == geteuid())
-		return (mode & 0600) == 0600;
-	if (uc->gid == getegid())
-		return (mode & 0060) == 0060;
-	return (mode & 0006) == 0006;
-}
-
-static int mq_fd_ok(int fd, int nonblock, struct stat *st)
+/* Is fd a POSIX queue opened read-write with the O_NONBLOCK flag we
+ * expect and attributes within what we accept? */
+static int mq_fd_ok(int fd, int nonblock, long msgsize_max, struct stat *st)
 {
 	struct statfs sf;
 	struct mq_attr a;
 	if (fstatfs(fd, &sf) < 0 || sf.f_type != MQUEUE_MAGIC_FS || fstat(fd, st) < 0 || mq_getattr(fd, &a) < 0)
 		return 0;
-	if (a.mq_msgsize < 64 || a.mq_msgsize > (16L << 20) || a.mq_maxmsg < 1)
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR)
+		return 0;
+	if (a.mq_msgsize < 64 || a.mq_msgsize > msgsize_max || a.mq_maxmsg < 1)
 		return 0;
 	return !!(a.mq_flags & O_NONBLOCK) == !!nonblock;
 }
 
-/* Try to read the hello of an accepted socket.  1: conn built and queued,
- * 0: not there yet, -1: dropped (fd closed). */
-static int lst_hello(struct mq_listener *l, int fd)
+/* Validate a client's hello and queues and build the connection
+ * (ipc__rdv_ops.build). */
+static int mq_build(struct ipc__rdv_listener *rl, int *sock, const unsigned char *h, int *fds,
+		    const struct ipc_cred *cr, void **out, enum ipc__rdv_status *status)
 {
-	unsigned char h[HELLO_LEN];
-	union {
-		struct cmsghdr hdr;
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-	} cm;
-	struct iovec v = {h, HELLO_LEN};
-	struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
-	int fds[4] = {-1, -1, -1, -1}, nfds = 0, status = EPROTO;
-	ssize_t r;
-	while ((r = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-		;
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return 0;
-	for (struct cmsghdr *ch = r > 0 ? CMSG_FIRSTHDR(&mh) : NULL; ch; ch = CMSG_NXTHDR(&mh, ch)) {
-		if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
-			continue;
-		int n = (int)((ch->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		int *p = (int *)CMSG_DATA(ch);
-		for (int i = 0; i < n; i++) {
-			int x;
-			memcpy(&x, p + i, sizeof x);
-			if (nfds < 4)
-				fds[nfds] = x;
-			else
-				close(x);
-			nfds++;
-		}
-	}
-	if (r <= 0)
-		goto drop_silent;
-	if ((mh.msg_flags & MSG_CTRUNC) && nfds < 4) { /* no room for the fds */
-		l->hard_err = EMFILE;
-		goto drop_silent;
-	}
-	struct ucred uc;
-	socklen_t ul = sizeof uc;
-	if (r != HELLO_LEN || (mh.msg_flags & MSG_CTRUNC) || hello_check(h) < 0 || nfds != 4)
-		goto drop;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) < 0)
-		goto drop_silent;
-	if (!mode_allows(l->base.opt.mode, &uc)) {
-		status = EACCES;
-		goto drop;
-	}
+	struct mq_listener *l = (struct mq_listener *)rl;
 	struct stat st[4];
+	*status = IPC__RDV_PROTO;
+	if (hello_check(h) < 0 || h[5] != IPC__RDV_OK)
+		return IPC__RDV_REFUSE;
 	for (int i = 0; i < 4; i++)
-		if (!mq_fd_ok(fds[i], i & 1, &st[i]))
-			goto drop;
+		if (!mq_fd_ok(fds[i], i & 1, l->msgsize_max, &st[i])) {
+			struct mq_attr a;
+			if (mq_getattr(fds[i], &a) == 0 && a.mq_msgsize > l->msgsize_max)
+				*status = IPC__RDV_LIMIT;
+			return IPC__RDV_REFUSE;
+		}
 	if (st[0].st_ino != st[1].st_ino || st[2].st_ino != st[3].st_ino || st[0].st_ino == st[2].st_ino)
-		goto drop;
-	unsigned char rep[HELLO_LEN];
-	hello_encode(rep, 0, l->base.opt.max_msg_size);
-	if (send(fd, rep, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL) != HELLO_LEN)
-		goto drop_silent;
-	struct mq_conn *c = conn_new(fd, fds, 0);
+		return IPC__RDV_REFUSE;
+	/* mq_conn_new closes what it is given on failure: give it a duplicate,
+	 * so that the candidate survives a resource error of ours */
+	int s2 = fcntl(*sock, F_DUPFD_CLOEXEC, 0);
+	if (s2 < 0)
+		return IPC__RDV_RETRY;
+	int mine[4];
+	for (int i = 0; i < 4; i++) {
+		mine[i] = fds[i];
+		fds[i] = -1;
+	}
+	struct mq_conn *c = mq_conn_new(s2, mine, 0);
 	if (!c)
-		return -1;
-	uint32_t m = get32(h + 8);
+		return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? IPC__RDV_RETRY : IPC__RDV_REFUSE;
+	uint32_t m = ipc__mq_get32(h + 8);
 	atomic_store(&c->peer_max, m ? (size_t)m : SIZE_MAX);
-	l->ready[l->nready++] = c;
-	return 1;
-drop:
-	hello_encode(h, status, 0);
-	send(fd, h, HELLO_LEN, MSG_DONTWAIT | MSG_NOSIGNAL);
-drop_silent:
-	close(fd);
-	for (int i = 0; i < 4; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	return -1;
+	ipc__close_fd(*sock);
+	*sock = s2;
+	*out = c;
+	return IPC__RDV_BUILT;
 }
 
-/* Move accepted sockets along without waiting.  -1 on a hard accept error
- * (EMFILE...) when nothing is ready. */
-static int lst_pump(struct mq_listener *l)
+static void mq_conn_drop(void *c)
 {
-	int err = 0;
-	for (int i = 0; i < l->npend && l->nready < MAX_PENDING;) {
-		int fd = l->pend[i];
-		int r = lst_hello(l, fd);
-		if (r == 0) {
-			i++;
-			continue;
-		}
-		if (r > 0) /* now the connection's socket (closed ones left by themselves) */
-			epoll_ctl(l->efd, EPOLL_CTL_DEL, fd, NULL);
-		l->pend[i] = l->pend[--l->npend];
-	}
-	while (l->nready < MAX_PENDING) {
-		int fd = accept4(l->lsock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				err = errno;
-			break;
-		}
-		int r = lst_hello(l, fd);
-		if (r != 0)
-			continue;
-		if (l->npend == MAX_PENDING) { /* drop the oldest slow client */
-			epoll_ctl(l->efd, EPOLL_CTL_DEL, l->pend[0], NULL);
-			close(l->pend[0]);
-			l->pend[0] = l->pend[--l->npend];
-		}
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.fd = fd};
-		epoll_ctl(l->efd, EPOLL_CTL_ADD, fd, &ev);
-		l->pend[l->npend++] = fd;
-	}
-	if (!err)
-		err = l->hard_err;
-	l->hard_err = 0;
-	if (err && !l->nready) {
-		errno = err;
-		return -1;
-	}
-	return 0;
+	mq_conn_free(c);
 }
 
-static struct ipc_conn *mq_accept(struct ipc_listener *ll, int64_t deadline)
+static const struct ipc__rdv_ops mq_rdv_ops = {
+	.hello_len = HELLO_LEN,
+	.nfds = 4,
+	.build = mq_build,
+	.reply = mq_reply,
+	.conn_drop = mq_conn_drop,
+};
+
+static struct ipc_listener *mq_listen(const char *name, const struct ipc_options *o)
 {
-	struct mq_listener *l = L(ll);
-	for (;;) {
-		if (lst_pump(l) < 0)
-			return NULL;
-		if (l->nready) {
-			struct mq_conn *c = l->ready[0];
-			memmove(l->ready, l->ready + 1, sizeof l->ready[0] * (size_t)--l->nready);
-			return &c->base;
-		}
-		if (ipc__wait_fd(l->efd, POLLIN, deadline) < 0)
-			return NULL;
-	}
+	struct sockaddr_un sa;
+	socklen_t sl;
+	if (check_name(name) < 0 || rendezvous_addr(name, &sa, &sl) < 0)
+		return NULL;
+	reap_leftovers();
+	struct mq_listener *l = (struct mq_listener *)ipc__rdv_listener_new(sizeof *l, &mq_rdv_ops, &sa, sl, o);
+	if (!l)
+		return NULL;
+	l->max_msg = o->max_msg_size;
+	size_t big = o->max_msg_size + 8 > o->capacity ? o->max_msg_size + 8 : o->capacity;
+	l->msgsize_max = big > ((size_t)16 << 20) ? (16L << 20) : (long)big;
+	memcpy(l->name, name, strlen(name) + 1);
+	return &l->rdv.base;
 }
 
 static int mq_listener_addr(const struct ipc_listener *ll, char *buf, size_t len)
@@ -1602,44 +1301,14 @@ static int mq_listener_addr(const struct ipc_listener *ll, char *buf, size_t len
 	return ipc__format(buf, len, "mq:%s", ((const struct mq_listener *)ll)->name);
 }
 
-static int mq_listener_fd(const struct ipc_listener *ll)
-{
-	return ((const struct mq_listener *)ll)->efd;
-}
-
-static int mq_listener_ready(struct ipc_listener *ll, int events, short *pollev)
-{
-	struct mq_listener *l = L(ll);
-	int e = errno;
-	*pollev = POLLIN;
-	if (lst_pump(l) < 0) {
-		errno = e;
-		return events & IPC_POLLIN; /* accept reports the error */
-	}
-	errno = e;
-	return l->nready ? (events & IPC_POLLIN) : 0;
-}
-
-static void mq_listener_close(struct ipc_listener *ll)
-{
-	struct mq_listener *l = L(ll);
-	for (int i = 0; i < l->npend; i++)
-		close(l->pend[i]);
-	for (int i = 0; i < l->nready; i++)
-		conn_free(l->ready[i]);
-	ipc__close_fd(l->lsock);
-	ipc__close_fd(l->efd);
-	free(l);
-}
-
 const struct ipc__transport ipc__mq_transport = {
 	.scheme = "mq",
 	.listen = mq_listen,
-	.accept = mq_accept,
+	.accept = ipc__rdv_accept,
 	.listener_addr = mq_listener_addr,
-	.listener_fd = mq_listener_fd,
-	.listener_ready = mq_listener_ready,
-	.listener_close = mq_listener_close,
+	.listener_fd = ipc__rdv_listener_fd,
+	.listener_ready = ipc__rdv_listener_ready,
+	.listener_close = ipc__rdv_listener_close,
 	.connect = mq_connect,
 	.send = mq_send_slot,
 	.recv = mq_recv_slot,

@@ -14,20 +14,20 @@
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_BUILD   ?= build-fuzz
-FUZZ_SRC      = $(wildcard tests/fuzz/*.c)
+FUZZ_SRC      = $(filter-out $(if $(filter 1,$(TLS)),,tests/fuzz/fuzz_tls_listener.c),$(wildcard tests/fuzz/*.c))
 FUZZ_BINS     = $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIBOBJ   = $(LIB_SRC:lib/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_FLAGS    = -std=c11 -Iinclude -Ilib -pthread -g -O1 -fno-omit-frame-pointer \
-		-fsanitize=address,undefined -fno-sanitize-recover=all $(WARN)
+		-fsanitize=address,undefined -fno-sanitize-recover=all $(WARN) $(TLS_CFLAGS)
 
 .PHONY: fuzz fuzz-build soak valgrind
 
 $(FUZZ_LIBOBJ): $(FUZZ_BUILD)/obj/%.o: lib/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DIPC__NO_SYMVER -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_BINS): $(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_LIBOBJ)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJ) -lrt
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJ) -lrt $(TLS_LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 

@@ -5,6 +5,12 @@
  *   -j N     run N tests at once (default: IPC_TEST_JOBS or 2)
  *   -v       print the output of passing tests too
  * IPC_TEST_SCHEMES="unix tcp" restricts the conformance schemes.
+ *
+ * Conformance tests (CTEST) also run once per pseudo-scheme "<s>-pair" for
+ * every scheme s whose transport makes pairs (ipc_pair(3)): the test gets
+ * the base scheme s, and t_pair() then returns the ends of ipc_pair(s)
+ * instead of an accepted and a connected connection (t_pair_mode()).  A
+ * pseudo-scheme runs when IPC_TEST_SCHEMES lists it or its base.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -27,6 +33,7 @@
 static struct test *head;
 static unsigned test_timeout = 60;
 char test__tmpdir[256];
+int test__pair_mode;
 
 void test__register(struct test *t)
 {
@@ -68,7 +75,8 @@ void test__timeout(unsigned seconds)
 
 struct job {
 	struct test *t;
-	const char *scheme;
+	const char *scheme; /* as the test sees it (a pseudo-scheme's base) */
+	int pair;           /* pseudo-scheme "<scheme>-pair" */
 	pid_t pid;
 	FILE *out;
 	char dir[256];
@@ -117,6 +125,7 @@ static int start(struct job *j)
 		dup2(fileno(j->out), 2);
 		setvbuf(stdout, NULL, _IOLBF, 0);
 		snprintf(test__tmpdir, sizeof test__tmpdir, "%s", j->dir);
+		test__pair_mode = j->pair;
 		signal(SIGPIPE, SIG_DFL); /* the library must never raise it */
 		alarm(test_timeout);
 		j->t->fn(j->scheme);
@@ -148,8 +157,8 @@ static int finish(struct job *j, int status)
 	}
 	kill(-j->pid, SIGKILL); /* anything the test forked */
 	char name[160];
-	snprintf(name, sizeof name, "%s%s%s%s", j->t->name, j->scheme ? "[" : "", j->scheme ? j->scheme : "",
-		 j->scheme ? "]" : "");
+	snprintf(name, sizeof name, "%s%s%s%s%s", j->t->name, j->scheme ? "[" : "", j->scheme ? j->scheme : "",
+		 j->pair ? "-pair" : "", j->scheme ? "]" : "");
 	printf("%-4s %-48s %6.2fs%s\n", res == 0 ? "ok" : res == 1 ? "FAIL" : "skip", name, secs, why);
 	if (res != 0 || verbose) {
 		char buf[4096];
@@ -172,28 +181,49 @@ static int finish(struct job *j, int status)
 	return res;
 }
 
-static int matches(const char *name, const char *scheme, int nf, char **filters)
+static int matches(const char *name, const char *scheme, int pair, int nf, char **filters)
 {
 	if (nf == 0)
 		return 1;
 	char full[160];
-	snprintf(full, sizeof full, "%s[%s]", name, scheme ? scheme : "");
+	snprintf(full, sizeof full, "%s[%s%s]", name, scheme ? scheme : "", pair ? "-pair" : "");
 	for (int i = 0; i < nf; i++)
 		if (strstr(full, filters[i]))
 			return 1;
 	return 0;
 }
 
-static int scheme_enabled(const char *s)
+static int scheme_listed(const char *only, const char *s, const char *suffix)
+{
+	char buf[256], want[64];
+	snprintf(buf, sizeof buf, " %s ", only);
+	snprintf(want, sizeof want, " %s%s ", s, suffix);
+	return strstr(buf, want) != NULL;
+}
+
+static int scheme_enabled(const char *s, int pair)
 {
 	const char *only = getenv("IPC_TEST_SCHEMES");
 	if (!only || !*only)
 		return 1;
-	char buf[256];
-	snprintf(buf, sizeof buf, " %s ", only);
-	char want[64];
-	snprintf(want, sizeof want, " %s ", s);
-	return strstr(buf, want) != NULL;
+	return scheme_listed(only, s, "") || (pair && scheme_listed(only, s, "-pair"));
+}
+
+static int add_job(struct job **list, size_t *n, size_t *cap, struct test *t, const char *s, int pair)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 64;
+		struct job *nl = realloc(*list, *cap * sizeof **list);
+		if (!nl)
+			return -1;
+		*list = nl;
+	}
+	memset(&(*list)[*n], 0, sizeof (*list)[*n]);
+	(*list)[*n].t = t;
+	(*list)[*n].scheme = s;
+	(*list)[*n].pair = pair;
+	(*n)++;
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -227,32 +257,32 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* the work list: every test, conformance tests once per scheme */
+	/* the work list: every test, conformance tests once per scheme and
+	 * once per pair pseudo-scheme */
 	struct job *list = NULL;
 	size_t n = 0, cap = 0;
 	for (struct test *t = head; t; t = t->next) {
-		for (const struct ipc__transport *const *tp = ipc__transports; ; tp++) {
-			const char *s = t->per_scheme ? (*tp ? (*tp)->scheme : NULL) : NULL;
-			if (t->per_scheme && !s)
-				break;
-			int framed = s && (*tp)->recv == ipc__stream_recv;
-			if ((!s || scheme_enabled(s)) && (t->per_scheme != 2 || framed) &&
-			    matches(t->name, s, argc - optind, argv + optind)) {
-				if (n == cap) {
-					cap = cap ? cap * 2 : 64;
-					list = realloc(list, cap * sizeof *list);
-					if (!list)
-						return 2;
-				}
-				memset(&list[n], 0, sizeof list[n]);
-				list[n].t = t;
-				list[n].scheme = s;
-				n++;
-			}
-			if (!t->per_scheme)
-				break;
+		if (!t->per_scheme) {
+			if (matches(t->name, NULL, 0, argc - optind, argv + optind) && add_job(&list, &n, &cap, t, NULL, 0) < 0)
+				return 2;
+			continue;
 		}
+		for (int pair = 0; pair <= (t->per_scheme == 1); pair++)
+			for (const struct ipc__transport *const *tp = ipc__transports; *tp; tp++) {
+				const char *s = (*tp)->scheme;
+				int framed = (*tp)->recv == ipc__stream_recv;
+				if ((pair && !(*tp)->pair) || !scheme_enabled(s, pair) ||
+				    (t->per_scheme == 2 && !framed) || !matches(t->name, s, pair, argc - optind, argv + optind))
+					continue;
+				if (add_job(&list, &n, &cap, t, s, pair) < 0)
+					return 2;
+			}
 	}
+
+	/* tls: a test CA and certificates for the whole run (util.c) */
+	for (const struct ipc__transport *const *tp = ipc__transports; *tp; tp++)
+		if (!strcmp((*tp)->scheme, "tls") && n)
+			t_tls_setup();
 
 	int passed = 0, failed = 0, skipped = 0;
 	size_t next = 0, running = 0;
@@ -308,5 +338,6 @@ int main(int argc, char **argv)
 		printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	else
 		printf("%d passed, %d failed\n", passed, failed);
+	t_tls_cleanup();
 	return failed ? 1 : 0;
 }

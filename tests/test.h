@@ -149,8 +149,13 @@ const char *t_addr(const char *scheme);
 ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char bound[IPC_ADDR_MAX + 1]);
 
 /* A connected pair over scheme: *srv accepted, *cli connected (both with
- * opts for the listener and the client).  The listener is closed. */
+ * opts for the listener and the client).  The listener is closed.  Under a
+ * pair pseudo-scheme (t_pair_mode(), see runner.c): the ends of
+ * ipc_pair(scheme, opts), *srv = pair[0] and *cli = pair[1]. */
 void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, ipc_conn **cli);
+
+/* Whether this run is a pair pseudo-scheme ("unix-pair", "shm-pair"). */
+int t_pair_mode(void);
 
 /* Sleep ms milliseconds (EINTR resumed). */
 void t_sleep_ms(int ms);
@@ -208,5 +213,28 @@ int t_token_entries(const char *dir);
 #define T_MAXFD 4096
 void t_fd_snapshot(unsigned char before[T_MAXFD]);
 int t_fd_new_without_cloexec(const unsigned char before[T_MAXFD]);
+
+/* Make /dev/mqueue visible (mounting it as root if needed) or SKIP. */
+void t_need_mqdir(void);
+
+/* tls: one test CA per run (the runner calls t_tls_setup before the
+ * first test and t_tls_cleanup after the last).  It makes ca.pem/key,
+ * server.pem/key (localhost, 127.0.0.1, ::1) and client.pem/key in a
+ * directory, and sets SSL_CERT_FILE (the clients' default trust) and
+ * IPC_TLS_CERT_FILE/IPC_TLS_KEY_FILE (the listeners' default identity),
+ * so tls: runs every test with default options.  t_tls_dir(): that
+ * directory, NULL when openssl is missing.  t_tls_make_cert: one more
+ * certificate name.pem/key signed by dir's CA (days: openssl x509 args
+ * such as "-days 2"); 0 on success. */
+void t_tls_setup(void);
+/* tcp: or tls: (no kernel credentials, ports, no socket file) */
+int t_is_inet(const char *scheme);
+/* A raw byte stream to the framing layer of a tls: listener at bound: a
+ * socket whose bytes a child process carries inside TLS (tls_util.c). */
+int t_tls_raw_connect(const char *bound);
+void t_tls_cleanup(void);
+const char *t_tls_dir(void);
+int t_tls_make_ca(const char *dir);
+int t_tls_make_cert(const char *dir, const char *name, const char *cn, const char *san, const char *days);
 
 #endif

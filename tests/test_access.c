@@ -17,7 +17,7 @@
 
 static int local_scheme(const char *s)
 {
-	return strcmp(s, "tcp") != 0;
+	return !t_is_inet(s);
 }
 
 /* Every object of this test in dir has no group/other permission bits. */

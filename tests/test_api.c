@@ -124,7 +124,7 @@ static void be32(unsigned char *p, uint32_t v)
 	p[3] = (unsigned char)v;
 }
 
-static const unsigned char good_hello[8] = {'L', 'I', 'P', 'C', 1, 0, 0, 0};
+static const unsigned char good_hello[8] = {'L', 'I', 'P', 'C', 2, 0, 0, 0};
 
 /* A libipc client connected to a raw server: *rawfd is the server side. */
 static ipc_conn *client_to_raw(const char *scheme, const struct ipc_options *o, int *rawfd)
@@ -138,13 +138,13 @@ static ipc_conn *client_to_raw(const char *scheme, const struct ipc_options *o, 
 	return c;
 }
 
-/* contract 2 + 9: a peer with a wrong magic or version is rejected with
+/* ipc(7) Connections + 9: a peer with a wrong magic or version is rejected with
  * EPROTO on the first receive (sticky), not a hang or garbage. */
 TEST(wire_bad_hello_rejected)
 {
 	static const unsigned char bad[][8] = {
-		{'X', 'I', 'P', 'C', 1, 0, 0, 0},
-		{'L', 'I', 'P', 'C', 2, 0, 0, 0},
+		{'X', 'I', 'P', 'C', 2, 0, 0, 0},
+		{'L', 'I', 'P', 'C', 1, 0, 0, 0},
 		{'L', 'I', 'P', 'C', 0, 0, 0, 0},
 		{'H', 'T', 'T', 'P', '/', '1', '.', '1'},
 	};
@@ -167,7 +167,7 @@ TEST(wire_bad_hello_rejected)
 	}
 }
 
-/* contract 2 + 8: a raw client sending garbage to a libipc server gets
+/* ipc(7) Connections + 8: a raw client sending garbage to a libipc server gets
  * that connection failed with EPROTO; other connections are unaffected. */
 TEST(wire_garbage_client_isolated)
 {
@@ -178,8 +178,8 @@ TEST(wire_garbage_client_isolated)
 		CHECK(good != NULL);
 		ipc_conn *sg = t_accept(l);
 		int fd = raw_connect(bound);
+		raw_write(fd, "GET / HTTP/1.0\r\n\r\n", 18); /* accepted once 8 bytes are in */
 		ipc_conn *sb = t_accept(l);
-		raw_write(fd, "GET / HTTP/1.0\r\n\r\n", 18);
 		CHECK(ipc_conn_set_timeouts(sb, -1, 5000) == 0);
 		char b[64];
 		CHECK_FAILS(ipc_recv(sb, b, sizeof b, 0), EPROTO);
@@ -193,7 +193,7 @@ TEST(wire_garbage_client_isolated)
 	}
 }
 
-/* contract 9: the bytes on the wire: 8-byte hello "LIPC" 1 0 0 0, then
+/* ipc(7) Wire format: the bytes on the wire: 8-byte hello "LIPC" 2 0 0 0, then
  * frames of a 4-byte big-endian length and the payload; a raw peer
  * writing byte by byte is understood, and a message is visible only once
  * complete. */
@@ -229,21 +229,22 @@ TEST(wire_format_exact)
 		}
 		CHECK(ipc_recv(c, b, sizeof b, 0) == 5 && !memcmp(b, "hello", 5));
 		CHECK(ipc_recv(c, b, sizeof b, 0) == 0);
-		/* orderly close after whole frames: end-of-stream */
+		/* orderly close after whole frames: the end-of-stream frame */
+		raw_write(fd, "\xff\xff\xff\xff", 4);
 		close(fd);
 		CHECK_FAILS(ipc_recv(c, b, sizeof b, 0), EPIPE);
 		ipc_close(c);
 	}
 }
 
-/* contract 3 + 8: a raw peer announcing a length over the receiver's
- * limit (or 4 GiB - 1) gets EPROTO and nothing of that size allocated. */
+/* ipc(7) Messages + 8: a raw peer announcing a length over the receiver's
+ * limit (or 4 GiB - 2) gets EPROTO and nothing of that size allocated. */
 TEST(wire_huge_length)
 {
 	struct ipc_options o;
 	ipc_options_init(&o);
 	o.max_msg_size = 1000;
-	static const uint32_t lens[] = {1001, 0xffffffffu, 0x80000000u};
+	static const uint32_t lens[] = {1001, 0xfffffffeu, 0x80000000u};
 	for (int s = 0; s < 2; s++) {
 		for (int k = 0; k < 3; k++) {
 			int fd;
@@ -264,7 +265,7 @@ TEST(wire_huge_length)
 	}
 }
 
-/* contract 8: a truncated hello or frame followed by close is a clean
+/* ipc(7) Resources and security: a truncated hello or frame followed by close is a clean
  * error (ECONNRESET or EPROTO), never a message and never end-of-stream
  * passed off as orderly. */
 TEST(wire_truncated)
@@ -291,7 +292,7 @@ TEST(wire_truncated)
 	}
 }
 
-/* contract 4: a receive timeout bounds the whole call, not each wait: a
+/* ipc(7) Blocking: a receive timeout bounds the whole call, not each wait: a
  * peer trickling one byte every 50 ms does not extend it. */
 TEST(wire_timeout_bounds_whole_call)
 {
@@ -371,7 +372,7 @@ static void *send_big(void *arg)
 	return NULL;
 }
 
-/* contract 9: unix and tcp speak the same wire format: a plain byte relay
+/* ipc(7) Wire format: unix and tcp speak the same wire format: a plain byte relay
  * between a tcp port and a unix socket carries a libipc connection. */
 TEST(wire_relay_unix_tcp)
 {
@@ -402,7 +403,7 @@ TEST(wire_relay_unix_tcp)
 
 /* ---- arguments and address syntax ------------------------------------ */
 
-/* contract 1 / error convention: NULL arguments give EINVAL, never a
+/* ipc(7) Addresses / error convention: NULL arguments give EINVAL, never a
  * crash. */
 TEST(api_null_arguments)
 {
@@ -453,7 +454,7 @@ TEST(api_null_arguments)
 	ipc_listener_close(l);
 }
 
-/* contract 1: malformed addresses and unknown schemes are refused with a
+/* ipc(7) Addresses: malformed addresses and unknown schemes are refused with a
  * specific errno. */
 TEST(api_address_errors)
 {
@@ -534,7 +535,7 @@ TEST(api_bad_options)
 
 /* ---- unix ------------------------------------------------------------ */
 
-/* contract 1: a unix path longer than sun_path allows is ENAMETOOLONG and
+/* ipc(7) Addresses: a unix path longer than sun_path allows is ENAMETOOLONG and
  * never truncated (no file appears under a shorter name); the longest
  * path that fits works. */
 TEST(unix_path_too_long)
@@ -578,7 +579,7 @@ TEST(unix_path_too_long)
 	CHECK(t_dir_count(t_tmpdir()) == 0);
 }
 
-/* contract 1: unix:@name is an abstract socket: no file, reported as
+/* ipc(7) Addresses: unix:@name is an abstract socket: no file, reported as
  * given, connectable; taken names give EADDRINUSE. */
 TEST(unix_abstract)
 {
@@ -608,7 +609,7 @@ TEST(unix_abstract)
 	ipc_listener_close(l);
 }
 
-/* contract 8: a stale socket file left by a SIGKILLed listener is
+/* ipc(7) Resources and security: a stale socket file left by a SIGKILLed listener is
  * reclaimed by the next listener at that path. */
 TEST(unix_stale_socket_reclaimed)
 {
@@ -643,7 +644,7 @@ TEST(unix_stale_socket_reclaimed)
 	CHECKF(lstat(a + 5, &st) < 0 && errno == ENOENT, "listener close left the socket file");
 }
 
-/* contract 8: a failed listen on a live listener's path neither steals
+/* ipc(7) Resources and security: a failed listen on a live listener's path neither steals
  * nor disturbs it: the next connection it accepts is a real client. */
 TEST(unix_live_listener_undisturbed)
 {
@@ -663,7 +664,7 @@ TEST(unix_live_listener_undisturbed)
 	ipc_listener_close(l);
 }
 
-/* contract 8: a file that is not a socket is never removed (EADDRINUSE);
+/* ipc(7) Resources and security: a file that is not a socket is never removed (EADDRINUSE);
  * listener close only removes its own socket file. */
 TEST(unix_never_removes_other_files)
 {
@@ -688,7 +689,7 @@ TEST(unix_never_removes_other_files)
 	CHECKF(stat(b + 5, &st) == 0 && S_ISREG(st.st_mode), "listener close removed a file it did not create");
 }
 
-/* contract 8: the socket file gets 0600 by default and opt.mode exactly,
+/* ipc(7) Resources and security: the socket file gets 0600 by default and opt.mode exactly,
  * whatever the umask. */
 TEST(unix_socket_mode)
 {
@@ -713,7 +714,7 @@ TEST(unix_socket_mode)
 	umask(old);
 }
 
-/* contract 2: connect to a unix path where nobody listens fails at once. */
+/* ipc(7) Connections: connect to a unix path where nobody listens fails at once. */
 TEST(unix_connect_nobody)
 {
 	char a[300];
@@ -735,7 +736,7 @@ TEST(unix_connect_nobody)
 
 /* ---- tcp ------------------------------------------------------------- */
 
-/* contract 1: tcp:[::1]:0 listens on IPv6 and reports [::1]:port. */
+/* ipc(7) Addresses: tcp:[::1]:0 listens on IPv6 and reports [::1]:port. */
 TEST(tcp_ipv6_loopback)
 {
 	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -757,7 +758,7 @@ TEST(tcp_ipv6_loopback)
 	ipc_listener_close(l);
 }
 
-/* contract 1: a host name is resolved (localhost). */
+/* ipc(7) Addresses: a host name is resolved (localhost). */
 TEST(tcp_host_name)
 {
 	ipc_listener *l = ipc_listen("tcp:localhost:0", NULL);
@@ -782,7 +783,7 @@ TEST(tcp_host_name)
 	ipc_listener_close(l);
 }
 
-/* contract 1: "*" or an empty host listens on all addresses. */
+/* ipc(7) Addresses: "*" or an empty host listens on all addresses. */
 TEST(tcp_listen_all)
 {
 	static const char *forms[] = {"tcp:*:0", "tcp::0"};
@@ -804,7 +805,7 @@ TEST(tcp_listen_all)
 	}
 }
 
-/* contract 2: connect to a closed tcp port fails at once: ECONNREFUSED. */
+/* ipc(7) Connections: connect to a closed tcp port fails at once: ECONNREFUSED. */
 TEST(tcp_connect_refused)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -820,7 +821,7 @@ TEST(tcp_connect_refused)
 	CHECK(t_now_ms() - t0 < 3000);
 }
 
-/* contract 2: connect_timeout_ms bounds a connect to a peer that does not
+/* ipc(7) Connections: connect_timeout_ms bounds a connect to a peer that does not
  * answer (a listener whose accept queue is full drops new SYNs). */
 TEST(tcp_connect_timeout)
 {
@@ -857,7 +858,7 @@ TEST(tcp_connect_timeout)
 
 /* ---- mixed backends -------------------------------------------------- */
 
-/* contract 6: ipc_poll waits on connections and listeners of every
+/* ipc(7) Readiness: ipc_poll waits on connections and listeners of every
  * registered scheme at once and reports exactly the ready ones. */
 TEST(poll_mixed_backends)
 {

@@ -86,3 +86,35 @@ TEST(framework_check_prints_values)
 	CHECK_EQ(run_captured(pass_all, out, sizeof out), 0);
 	CHECKF(out[0] == 0, "got: %s", out);
 }
+
+/* Which variants the runner makes of CTEST msg_boundaries under
+ * IPC_TEST_SCHEMES=schemes: the names it printed, in out. */
+static void variants(const char *schemes, char *out, size_t len)
+{
+	char path[1024];
+	snprintf(path, sizeof path, "%s/variants", t_tmpdir());
+	CHECK_EQ(t_sh("IPC_TEST_SCHEMES='%s' '%s/test-ipc' msg_boundaries > '%s' 2>&1", schemes, t_env("IPC_BUILD"),
+		      path),
+		 0);
+	FILE *f = fopen(path, "r");
+	CHECK(f != NULL);
+	size_t n = fread(out, 1, len - 1, f);
+	out[n] = 0;
+	fclose(f);
+}
+
+/* runner.c: conformance tests also run over ipc_pair ends, as pseudo-schemes
+ * "<s>-pair" of the schemes that make pairs; IPC_TEST_SCHEMES selects a
+ * pseudo-scheme by its own name or its base's. */
+TEST(framework_pair_pseudo_schemes)
+{
+	char out[4096];
+	variants("shm", out, sizeof out);
+	CHECKF(strstr(out, "msg_boundaries[shm] ") && strstr(out, "msg_boundaries[shm-pair] ") &&
+		       !strstr(out, "[unix") && strstr(out, "2 passed, 0 failed"),
+	       "got: %s", out);
+	variants("unix-pair tcp", out, sizeof out);
+	CHECKF(strstr(out, "msg_boundaries[unix-pair] ") && strstr(out, "msg_boundaries[tcp] ") &&
+		       !strstr(out, "[unix]") && !strstr(out, "tcp-pair") && strstr(out, "2 passed, 0 failed"),
+	       "got: %s", out);
+}

@@ -1,4 +1,4 @@
-/* test_netns.c - tcp between two hosts: two network namespaces joined by a
+/* test_netns.c - tcp: and tls: between two hosts: two network namespaces joined by a
  * veth pair (10.200.0.1 <-> 10.200.0.2, addresses that exist only inside
  * the namespaces this test creates).  A server in one namespace, clients in
  * the other; data verified; then the link is taken down mid-transfer and
@@ -22,6 +22,7 @@
 #define NCLIENTS 3
 
 static char ns_a[32], ns_b[32], veth_a[16], veth_b[16];
+static const char *scheme_; /* "tcp" or "tls" */
 
 static void enter_ns(const char *ns)
 {
@@ -55,7 +56,9 @@ static void *echo_main(void *arg)
 static void server(int wfd)
 {
 	enter_ns(ns_a);
-	ipc_listener *l = ipc_listen("tcp:10.200.0.1:0", NULL);
+	char a[64];
+	snprintf(a, sizeof a, "%s:10.200.0.1:0", scheme_);
+	ipc_listener *l = ipc_listen(a, NULL); /* tls: the run's test certificate */
 	CHECK(l != NULL);
 	char bound[IPC_ADDR_MAX + 1];
 	CHECK_GT(ipc_listener_addr(l, bound, sizeof bound), 0);
@@ -123,6 +126,7 @@ static void worker(void)
 	o.connect_timeout_ms = 5000;
 	o.send_timeout_ms = TIMEOUT_MS;
 	o.recv_timeout_ms = TIMEOUT_MS;
+	o.tls_server_name = "localhost"; /* tls: the test certificate's name, verified */
 	ipc_conn *c[NCLIENTS];
 	int64_t t_up = t_now_ms();
 	for (;;) { /* the link may take a moment to come up */
@@ -170,9 +174,9 @@ static void worker(void)
 	int64_t t_fail = t_now_ms();
 	t_wait_ok(h);
 	int64_t dt = t_fail - *t_down;
-	printf("FIGURE netns_tcp_link_down: %d clients, %ld echoes verified across namespaces, %ld more during "
+	printf("FIGURE netns_%s_link_down: %d clients, %ld echoes verified across namespaces, %ld more during "
 	       "the transfer; link down -> %s after %lld ms (timeout %d ms)\n",
-	       NCLIENTS, verified, (long)seq - verified, strerror(err), (long long)dt, TIMEOUT_MS);
+	       scheme_, NCLIENTS, verified, (long)seq - verified, strerror(err), (long long)dt, TIMEOUT_MS);
 	CHECKF(*t_down != 0 && dt <= TIMEOUT_MS + 2000, "failure %lld ms after the link went down", (long long)dt);
 	CHECKF(err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH || err == ECONNRESET || err == EPIPE,
 	       "errno %d", err);
@@ -184,8 +188,9 @@ static void worker(void)
 	_exit(0);
 }
 
-TEST(netns_tcp_link_down)
+static void netns_link_down(const char *scheme)
 {
+	scheme_ = scheme;
 	if (geteuid() != 0)
 		SKIP("needs root for ip netns (run the suite as root to test tcp across two namespaces)");
 	if (t_sh("command -v ip >/dev/null 2>&1") != 0)
@@ -223,4 +228,17 @@ TEST(netns_tcp_link_down)
 		SKIP("ip netns add is not permitted here (needs CAP_SYS_ADMIN)");
 	CHECKF(st != -1, "worker hung for 50 s");
 	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker failed (status %#x)", st);
+}
+
+TEST(netns_tcp_link_down)
+{
+	netns_link_down("tcp");
+}
+
+/* The same over tls: (600 echoes through TLS, then the cut link). */
+TEST(netns_tls_link_down)
+{
+	if (strcmp(t_env("IPC_TLS"), "1") != 0 || !t_tls_dir())
+		SKIP("built without tls, or no openssl command for test certificates");
+	netns_link_down("tls");
 }

@@ -15,8 +15,9 @@ TEST(readme_example)
 		      src, t_token(), d),
 		 0);
 	CHECK_EQ(t_sh("test -s '%s/readme.c'", d), 0);
-	CHECKF(t_sh("%s %s%s -Wall -Wextra -Werror -I'%s/include' -o '%s/readme' '%s/readme.c' '%s/libipc.a' -pthread -lrt",
-		    *cc ? cc : "cc", *san ? "-fsanitize=" : "", san, src, d, d, build) == 0,
+	const char *ssl = !strcmp(t_env("IPC_TLS"), "1") ? " -lssl -lcrypto" : ""; /* libipc.a with tls: */
+	CHECKF(t_sh("%s %s%s -Wall -Wextra -Werror -I'%s/include' -o '%s/readme' '%s/readme.c' '%s/libipc.a' -pthread -lrt%s",
+		    *cc ? cc : "cc", *san ? "-fsanitize=" : "", san, src, d, d, build, ssl) == 0,
 	       "the README example does not build");
 	CHECKF(t_sh("'%s/readme' | grep -qx ping", d) == 0, "the README example does not print ping");
 }

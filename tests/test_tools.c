@@ -170,7 +170,7 @@ CTEST(tools_cat_raw)
 CTEST(tools_cat_connect_fails)
 {
 	const char *cat = tool("ipc-cat");
-	const char *a = strcmp(scheme, "tcp") ? t_addr(scheme) : "tcp:127.0.0.1:1";
+	const char *a = !strcmp(scheme, "tcp") ? "tcp:127.0.0.1:1" : !strcmp(scheme, "tls") ? "tls:127.0.0.1:1" : t_addr(scheme);
 	int rc = t_sh("%s --timeout 5000 connect '%s' </dev/null 2>/dev/null", cat, a);
 	CHECKF(rc == 2, "exit %d, expected 2", rc);
 	CHECK_EQ(t_sh("%s --bogus connect '%s' </dev/null 2>/dev/null", cat, a), 1);

@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,6 +14,12 @@
 #include "test.h"
 
 extern char test__tmpdir[256];
+extern int test__pair_mode;
+
+int t_pair_mode(void)
+{
+	return test__pair_mode;
+}
 
 const char *t_tmpdir(void)
 {
@@ -26,8 +34,8 @@ const char *t_addr(const char *scheme)
 	unsigned n = ++counter;
 	if (!strcmp(scheme, "unix"))
 		snprintf(a, IPC_ADDR_MAX + 1, "unix:%s/s%u.sock", t_tmpdir(), n);
-	else if (!strcmp(scheme, "tcp"))
-		snprintf(a, IPC_ADDR_MAX + 1, "tcp:127.0.0.1:0");
+	else if (!strcmp(scheme, "tcp") || !strcmp(scheme, "tls"))
+		snprintf(a, IPC_ADDR_MAX + 1, "%s:127.0.0.1:0", scheme);
 	else if (!strcmp(scheme, "mq"))
 		snprintf(a, IPC_ADDR_MAX + 1, "mq:/ipct-%d-%u-%s", (int)getpid(), n, strrchr(t_tmpdir(), '.') + 1);
 	else
@@ -48,6 +56,15 @@ ipc_listener *t_listen(const char *scheme, const struct ipc_options *opts, char 
 
 void t_pair(const char *scheme, const struct ipc_options *opts, ipc_conn **srv, ipc_conn **cli)
 {
+	if (t_pair_mode()) {
+		ipc_conn *p[2];
+		CHECKF(ipc_pair(scheme, opts, p) == 0, "ipc_pair(%s)", scheme);
+		for (int i = 0; i < 2; i++)
+			CHECKF(!strcmp(ipc_conn_scheme(p[i]), scheme), "pair[%d] scheme %s", i, ipc_conn_scheme(p[i]));
+		*srv = p[0];
+		*cli = p[1];
+		return;
+	}
 	char bound[IPC_ADDR_MAX + 1];
 	ipc_listener *l = t_listen(scheme, opts, bound);
 	*cli = ipc_connect(bound, opts);
@@ -232,6 +249,11 @@ void t_sleep_ms(int ms)
 		;
 }
 
+int t_is_inet(const char *scheme)
+{
+	return !strcmp(scheme, "tcp") || !strcmp(scheme, "tls");
+}
+
 ipc_conn *t_accept(ipc_listener *l)
 {
 	struct ipc_pollitem it = {.listener = l, .events = IPC_POLLIN};
@@ -240,4 +262,72 @@ ipc_conn *t_accept(ipc_listener *l)
 	ipc_conn *c = ipc_accept(l, IPC_DONTWAIT);
 	CHECK(c != NULL);
 	return c;
+}
+
+void t_need_mqdir(void)
+{
+	if (t_dir_count("/dev/mqueue") >= 0)
+		return;
+	if (geteuid() != 0)
+		SKIP("/dev/mqueue absent and not root");
+	mkdir("/dev/mqueue", 0755);
+	if (mount("none", "/dev/mqueue", "mqueue", 0, NULL) < 0 && t_dir_count("/dev/mqueue") < 0)
+		SKIP("cannot mount the mqueue filesystem");
+}
+
+/* ---- tls: a test CA for the whole run --------------------------------- */
+
+int t_tls_make_cert(const char *dir, const char *name, const char *cn, const char *san, const char *days)
+{
+	return t_sh("cd '%s' && printf 'subjectAltName=%s\\nbasicConstraints=CA:FALSE\\n' >%s.ext && "
+		    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s.key -out %s.csr "
+		    "-subj '/CN=%s' >/dev/null 2>&1 && "
+		    "openssl x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem %s "
+		    "-extfile %s.ext >/dev/null 2>&1",
+		    dir, san, name, name, name, cn, name, name, days, name);
+}
+
+int t_tls_make_ca(const char *dir)
+{
+	return t_sh("cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		    "-keyout ca.key -out ca.pem -days 2 -subj '/CN=libipc test CA' "
+		    "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign "
+		    ">/dev/null 2>&1",
+		    dir);
+}
+
+static char tls_dir[64];
+
+void t_tls_setup(void)
+{
+	snprintf(tls_dir, sizeof tls_dir, "/tmp/ipct-tls.XXXXXX");
+	if (!mkdtemp(tls_dir) || t_tls_make_ca(tls_dir) != 0 ||
+	    t_tls_make_cert(tls_dir, "server", "localhost", "DNS:localhost,IP:127.0.0.1,IP:::1", "-days 2") != 0 ||
+	    t_tls_make_cert(tls_dir, "client", "libipc test client", "DNS:client.test,email:client@test",
+			    "-days 2") != 0) {
+		fprintf(stderr, "note: no openssl command: the tls tests will be skipped\n");
+		t_sh("rm -rf '%s'", tls_dir);
+		tls_dir[0] = '\0';
+		return;
+	}
+	char p[128];
+	setenv("IPC_TEST_TLS_DIR", tls_dir, 1);
+	snprintf(p, sizeof p, "%s/ca.pem", tls_dir);
+	setenv("SSL_CERT_FILE", p, 1); /* the clients' default trust */
+	snprintf(p, sizeof p, "%s/server.pem", tls_dir);
+	setenv("IPC_TLS_CERT_FILE", p, 1); /* the listeners' default identity */
+	snprintf(p, sizeof p, "%s/server.key", tls_dir);
+	setenv("IPC_TLS_KEY_FILE", p, 1);
+}
+
+void t_tls_cleanup(void)
+{
+	if (tls_dir[0])
+		t_sh("rm -rf '%s'", tls_dir);
+}
+
+const char *t_tls_dir(void)
+{
+	const char *d = getenv("IPC_TEST_TLS_DIR");
+	return d && *d ? d : NULL;
 }

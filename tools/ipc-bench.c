@@ -51,6 +51,8 @@ static struct {
 	uint64_t size, count, batch, capacity;
 	const char *addr;
 	char scheme[16];
+	const char *cert, *key, *ca, *server_name; /* tls: */
+	int tls13, no_verify;
 } o;
 
 static const char *g_role = "client";
@@ -68,7 +70,7 @@ static void die(const char *fmt, ...)
 	fputc('\n', stderr);
 	exit(1);
 }
-#define DIE_ERRNO(what) die("%s: %s", (what), strerror(errno))
+#define DIE_ERRNO(what) die("%s: %s %s", (what), strerror(errno), ipc_error_detail())
 
 static uint64_t now_ns(void)
 {
@@ -95,8 +97,10 @@ static void usage(int code)
 	fprintf(code ? stderr : stdout,
 		"usage: ipc-bench lat|thr|conn ADDR [--size BYTES] [--count N] [--batch N]\n"
 		"                 [--capacity BYTES] [--human]\n"
+		"                 [--cert FILE --key FILE --ca FILE --server-name NAME\n"
+		"                  --tls13 --no-verify]   (tls:)\n"
 		"       ipc-bench --version\n"
-		"ADDR: unix:/path, unix:@name, tcp:host:port, shm:name, mq:/name.\n"
+		"ADDR: unix:/path, unix:@name, tcp:host:port, tls:host:port, shm:name, mq:/name.\n"
 		"Sizes accept K/M/G suffixes; defaults: --size 64 --count 100000.\n"
 		"Prints one JSON line (or a table with --human).\n");
 	exit(code);
@@ -170,6 +174,18 @@ static void parse_args(int argc, char **argv)
 			o.capacity = parse_num(a + 11, "capacity");
 		else if (!strcmp(a, "--human"))
 			o.human = 1;
+		else if (!strcmp(a, "--cert") && i + 1 < argc)
+			o.cert = argv[++i];
+		else if (!strcmp(a, "--key") && i + 1 < argc)
+			o.key = argv[++i];
+		else if (!strcmp(a, "--ca") && i + 1 < argc)
+			o.ca = argv[++i];
+		else if (!strcmp(a, "--server-name") && i + 1 < argc)
+			o.server_name = argv[++i];
+		else if (!strcmp(a, "--tls13"))
+			o.tls13 = 1;
+		else if (!strcmp(a, "--no-verify"))
+			o.no_verify = 1;
 		else
 			usage(2);
 	}
@@ -193,6 +209,14 @@ static void make_options(struct ipc_options *opt)
 	opt->capacity = (size_t)o.capacity;
 	if (o.size + 64 > opt->max_msg_size)
 		opt->max_msg_size = (size_t)o.size + 64;
+	opt->tls_cert_file = o.cert; /* tls: the listener's identity ... */
+	opt->tls_key_file = o.key;
+	opt->tls_ca_file = o.ca;     /* ... and what the client trusts */
+	opt->tls_server_name = o.server_name;
+	if (o.tls13)
+		opt->tls_min_version = IPC_TLS_1_3;
+	if (o.no_verify)
+		opt->tls_verify = IPC_TLS_VERIFY_NONE;
 }
 
 /* ---- small I/O wrappers that die on any error ------------------------ */
@@ -378,7 +402,7 @@ static void start_server(char *bound, size_t len)
 		die("server failed to start");
 	if (bound[0] == '!') {
 		errno = atoi(bound + 1);
-		die("listen %s: %s", o.addr, strerror(errno));
+		die("listen %s: %s %s", o.addr, strerror(errno), ipc_error_detail());
 	}
 	g_expect_child_exit = 0;
 	/* the child may have died between writing and now */
@@ -416,7 +440,7 @@ static ipc_conn *xconnect(const char *bound)
 	make_options(&opt);
 	ipc_conn *c = ipc_connect(bound, &opt);
 	if (!c)
-		die("ipc_connect %s: %s", bound, strerror(errno));
+		die("ipc_connect %s: %s %s", bound, strerror(errno), ipc_error_detail());
 	return c;
 }
 

@@ -43,6 +43,16 @@ static struct {
 
 static long long g_received; /* messages received so far (all connections) */
 
+/* strerror, and the library's explanation when it has one (a certificate
+ * not trusted, a peer that does not speak TLS ...). */
+static const char *errtext(int e)
+{
+	static char b[400];
+	const char *d = ipc_error_detail();
+	snprintf(b, sizeof b, "%s%s%s", strerror(e), *d ? ": " : "", d);
+	return b;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -67,6 +77,17 @@ static void usage(FILE *f)
 		"  --mode OCTAL      permissions of created objects (default 0600)\n"
 		"  --max-size BYTES  largest message either way (default 64 MiB)\n"
 		"  --addr-file FILE  listen: write the bound address to FILE\n"
+		"  --retry           connect: wait for a listener that is not there yet\n"
+		"                    (until --timeout)\n"
+		"  --cert FILE       tls: certificate chain (PEM; a listener needs one)\n"
+		"  --key FILE        tls: its private key (default: in --cert)\n"
+		"  --ca FILE         tls: trusted CAs (default: the system's)\n"
+		"  --ca-dir DIR      tls: directory of trusted CAs\n"
+		"  --server-name N   tls connect: the name the server's certificate\n"
+		"                    must carry (default: the address's host)\n"
+		"  --verify WHAT     tls: peer (default), require (listen: client\n"
+		"                    certificates required), none (no checks)\n"
+		"  --tls13           tls: TLS 1.3 only\n"
 		"  --verbose         connection events on stderr\n"
 		"  --help            this text\n"
 		"Exit status: 0 ok, 1 usage, 2 connect/listen failure, 3 timeout,\n"
@@ -181,7 +202,7 @@ static int session(ipc_conn *c, int *stdin_open, struct buf *in, int *stop)
 					note("peer closed the connection");
 					rc = EX_OK;
 				} else {
-					fprintf(stderr, "ipc-cat: receive: %s\n", strerror(errno));
+					fprintf(stderr, "ipc-cat: receive: %s\n", errtext(errno));
 					rc = EX_CONN;
 				}
 				goto done;
@@ -260,7 +281,7 @@ static int session(ipc_conn *c, int *stdin_open, struct buf *in, int *stop)
 				continue;
 			}
 			if (errno != ETIMEDOUT && errno != EAGAIN) {
-				fprintf(stderr, "ipc-cat: send: %s\n", strerror(errno));
+				fprintf(stderr, "ipc-cat: send: %s\n", errtext(errno));
 				rc = EX_CONN;
 				goto done;
 			}
@@ -271,7 +292,7 @@ static int session(ipc_conn *c, int *stdin_open, struct buf *in, int *stop)
 		int ev = (have_out ? IPC_POLLOUT : 0) | (g.echo && have_out ? 0 : IPC_POLLIN);
 		int r = ipc_conn_ready(c, ev, &pev);
 		if (r < 0) {
-			fprintf(stderr, "ipc-cat: %s\n", strerror(errno));
+			fprintf(stderr, "ipc-cat: %s\n", errtext(errno));
 			rc = EX_CONN;
 			goto done;
 		}
@@ -320,7 +341,7 @@ done:
 	free(echo_msg);
 	fflush(stdout);
 	if (ipc_close(c) < 0 && rc == EX_OK) {
-		fprintf(stderr, "ipc-cat: close: %s\n", strerror(errno));
+		fprintf(stderr, "ipc-cat: close: %s\n", errtext(errno));
 		rc = EX_CONN;
 	}
 	return rc;
@@ -362,7 +383,7 @@ static void hub_drop(struct hub *h, size_t i, const char *why, int err)
 	if (err == EPIPE)
 		note("connection %lu: peer closed", p->id);
 	else
-		fprintf(stderr, "ipc-cat: connection %lu: %s: %s\n", p->id, why, strerror(err));
+		fprintf(stderr, "ipc-cat: connection %lu: %s: %s\n", p->id, why, errtext(err));
 	free(p->echo);
 	ipc_close(p->c);
 	h->p[i] = h->p[--h->n];
@@ -471,7 +492,7 @@ static int hub_run(ipc_listener *l, struct buf *in, int *stdin_open)
 	int rc = EX_OK;
 	for (;;) {
 		if (hub_accept(&h) < 0) {
-			fprintf(stderr, "ipc-cat: accept: %s\n", strerror(errno));
+			fprintf(stderr, "ipc-cat: accept: %s\n", errtext(errno));
 			rc = EX_CONNECT;
 			break;
 		}
@@ -592,7 +613,7 @@ static int run_listen(struct buf *in, int *stdin_open)
 {
 	ipc_listener *l = ipc_listen(g.addr, &g.opt);
 	if (!l) {
-		fprintf(stderr, "ipc-cat: listen %s: %s\n", g.addr, strerror(errno));
+		fprintf(stderr, "ipc-cat: listen %s: %s\n", g.addr, errtext(errno));
 		return EX_CONNECT;
 	}
 	char bound[IPC_ADDR_MAX + 1];
@@ -600,7 +621,7 @@ static int run_listen(struct buf *in, int *stdin_open)
 		snprintf(bound, sizeof bound, "%s", g.addr);
 	note("listening on %s", bound);
 	if (g.addr_file && write_addr_file(g.addr_file, bound) < 0) {
-		fprintf(stderr, "ipc-cat: %s: %s\n", g.addr_file, strerror(errno));
+		fprintf(stderr, "ipc-cat: %s: %s\n", g.addr_file, errtext(errno));
 		ipc_listener_close(l);
 		return EX_USAGE;
 	}
@@ -622,7 +643,7 @@ static int run_listen(struct buf *in, int *stdin_open)
 		if (!c) {
 			if (r > 0 && (errno == EAGAIN || errno == ECONNABORTED))
 				continue;
-			fprintf(stderr, "ipc-cat: accept: %s\n", strerror(errno));
+			fprintf(stderr, "ipc-cat: accept: %s\n", errtext(errno));
 			rc = EX_CONNECT;
 			break;
 		}
@@ -642,7 +663,7 @@ static int run_connect(struct buf *in, int *stdin_open)
 {
 	ipc_conn *c = ipc_connect(g.addr, &g.opt);
 	if (!c) {
-		fprintf(stderr, "ipc-cat: connect %s: %s\n", g.addr, strerror(errno));
+		fprintf(stderr, "ipc-cat: connect %s: %s\n", g.addr, errtext(errno));
 		return errno == ETIMEDOUT ? EX_TIMEOUT : EX_CONNECT;
 	}
 	note("connected to %s (%s)", g.addr, ipc_conn_scheme(c));
@@ -661,6 +682,10 @@ int main(int argc, char **argv)
 		{"close", no_argument, 0, 'C'},         {"max-size", required_argument, 0, 'M'},
 		{"wait", no_argument, 0, 'W'},          {"keep-open", no_argument, 0, 'k'},
 		{"keep", no_argument, 0, 'K'},
+		{"retry", no_argument, 0, 'R'},         {"cert", required_argument, 0, 1},
+		{"key", required_argument, 0, 2},       {"ca", required_argument, 0, 3},
+		{"ca-dir", required_argument, 0, 4},    {"server-name", required_argument, 0, 5},
+		{"verify", required_argument, 0, 6},    {"tls13", no_argument, 0, 7},
 		{0, 0, 0, 0},
 	};
 	long long v;
@@ -699,6 +724,23 @@ int main(int argc, char **argv)
 		case 'v': g.verbose = 1; break;
 		case 'C': g.close_on_eof = 1; break;
 		case 'W': wait_peer = 1; break;
+		case 'R': g.opt.connect_retry = 1; break;
+		case 1: g.opt.tls_cert_file = optarg; break;
+		case 2: g.opt.tls_key_file = optarg; break;
+		case 3: g.opt.tls_ca_file = optarg; break;
+		case 4: g.opt.tls_ca_dir = optarg; break;
+		case 5: g.opt.tls_server_name = optarg; break;
+		case 6:
+			if (!strcmp(optarg, "peer"))
+				g.opt.tls_verify = IPC_TLS_VERIFY_PEER;
+			else if (!strcmp(optarg, "require"))
+				g.opt.tls_verify = IPC_TLS_VERIFY_REQUIRE;
+			else if (!strcmp(optarg, "none"))
+				g.opt.tls_verify = IPC_TLS_VERIFY_NONE;
+			else
+				goto bad;
+			break;
+		case 7: g.opt.tls_min_version = IPC_TLS_1_3; break;
 		case 'h': usage(stdout); return EX_OK;
 		default: usage(stderr); return EX_USAGE;
 		}

@@ -1,28 +1,21 @@
-/* fuzz_shm_ring.c - libFuzzer target: the shm ring reader (and writer) given
- * arbitrary ring contents, as a hostile peer sharing the mapping could
- * write them.  Each input gets a fresh shm connection pair; we then act as
- * the peer through the test hook ipc__shm_test_ptr (lib/shm.c): write the
- * input into the receiver's ring and publish an arbitrary head (mode 0),
- * move the sender's tail arbitrarily and send (mode 1), or scribble on the
- * peer state word (mode 2).  The library must end with a clean error or
- * valid messages: no crash, no read/write outside its buffers, no
- * allocation beyond max_msg_size. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <stdatomic.h>
+/* fuzz_shm_ring.c - libFuzzer target: the shm ring (lib/ring.c) driven
+ * directly, with a hostile peer writing the shared words and bytes.  Each
+ * input is a script: every step is one opcode byte and an 8-byte value.
+ * The peer may store any head or tail and scribble on the storage; our
+ * side acts as consumer (sync, look at the next frame, read it whole or
+ * stream it) and as producer (sync, write what the room allows).  The ring
+ * must never report more room than its capacity, more data than was
+ * validated, a frame longer than max, and never touch memory outside its
+ * storage (ASan guards both ends of it). */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "ipc_impl.h"
+#include "ring.h"
 
-void *ipc__shm_test_ptr(ipc_conn *cc, int what, size_t *ringsize);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static ipc_listener *lst;
-static char bound[IPC_ADDR_MAX + 1];
+enum { SIZE = 4096, MAX = 3 * SIZE };
 
 static uint64_t get64(const uint8_t *p)
 {
@@ -34,75 +27,103 @@ static uint64_t get64(const uint8_t *p)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct ipc_options o;
-	ipc_options_init(&o);
-	o.max_msg_size = 1 << 20;
-	o.capacity = 4096 * 4;
-	o.connect_timeout_ms = 5000;
-	if (!lst) {
-		char name[64];
-		snprintf(name, sizeof name, "shm:fuzz-%d", (int)getpid());
-		lst = ipc_listen(name, &o);
-		if (!lst || ipc_listener_addr(lst, bound, sizeof bound) < 0)
-			abort();
-	}
-	if (size < 9)
+	if (size < 2)
 		return 0;
-	unsigned mode = data[0] % 3;
-	uint64_t idx = get64(data + 1);
-	data += 9;
-	size -= 9;
-	ipc_conn *cli = ipc_connect(bound, &o);
-	if (!cli)
+	uint64_t cap = 16 + (uint64_t)data[0] * 16; /* 16 .. 4096 */
+	data++;
+	size--;
+	struct ipc__ring_ctl *ctl = calloc(1, sizeof *ctl);
+	unsigned char *store = malloc(SIZE), *msg = malloc(MAX);
+	if (!ctl || !store || !msg)
 		abort();
-	ipc_conn *srv = ipc_accept(lst, 0);
-	if (!srv)
-		abort();
-	size_t rs = 0;
-	if (mode == 0) { /* hostile producer: ring bytes + head */
-		_Atomic uint64_t *head = ipc__shm_test_ptr(srv, 0, &rs);
-		unsigned char *ring = ipc__shm_test_ptr(srv, 2, &rs);
-		if (!head || !ring || !rs)
-			abort();
-		memcpy(ring, data, size < rs ? size : rs);
-		atomic_store(head, (idx & 1) ? idx : idx % (rs * 2 + 1));
-		static unsigned char buf[1 << 20];
-		for (int i = 0; i < 1000; i++) {
-			ssize_t r = (i & 1) ? ipc_recv(srv, buf, sizeof buf, IPC_DONTWAIT) : -2;
-			if (r == -2) {
-				void *m = NULL;
-				r = ipc_recv_alloc(srv, &m, IPC_DONTWAIT);
-				free(m);
-			}
-			if (r < 0)
-				break;
-			if ((size_t)r > o.max_msg_size)
+	memset(store, 0, SIZE);
+	struct ipc__ring prod, cons;
+	ipc__ring_init(&prod, ctl, store, cap, SIZE);
+	ipc__ring_init(&cons, ctl, store, cap, SIZE);
+	size_t part = 0, part_len = 0; /* a streamed frame in progress */
+	while (size >= 9) {
+		uint8_t op = data[0];
+		uint64_t v = get64(data + 1);
+		data += 9;
+		size -= 9;
+		switch (op % 6) {
+		case 0: /* the peer stores any head */
+			atomic_store(&ctl->head, (op & 0x80) ? v : cons.tail + v % (2 * cap + 1));
+			break;
+		case 1: /* the peer stores any tail */
+			atomic_store(&ctl->tail, (op & 0x80) ? v : prod.tail + v % (2 * cap + 1));
+			break;
+		case 2: /* the peer scribbles on the storage */
+			store[v % SIZE] = (unsigned char)(v >> 32);
+			break;
+		case 3: { /* consume */
+			if (ipc__ring_cons_sync(&cons) != IPC__RING_OK)
+				goto out;
+			if (ipc__ring_avail(&cons) > cap)
 				abort();
-		}
-	} else if (mode == 1) { /* hostile consumer: tail moved anywhere */
-		_Atomic uint64_t *tail = ipc__shm_test_ptr(srv, 4, &rs);
-		if (!tail)
-			abort();
-		atomic_store(tail, idx);
-		static unsigned char msg[3000];
-		memset(msg, 'm', sizeof msg);
-		for (size_t i = 0; i < 20; i++)
-			if (ipc_send(srv, msg, (size + i * 97) % sizeof msg, IPC_DONTWAIT) < 0 && errno != EAGAIN)
+			if (part_len) {
+				size_t take = part_len - part;
+				if (take > ipc__ring_avail(&cons))
+					take = (size_t)ipc__ring_avail(&cons);
+				ipc__ring_read(&cons, msg + part, take);
+				part += take;
+				if (part == part_len)
+					part = part_len = 0;
+				ipc__ring_publish_tail(&cons, op & 1);
 				break;
-	} else { /* garbage in the peer's state word */
-		_Atomic uint32_t *st = ipc__shm_test_ptr(srv, 7, &rs);
-		if (!st)
-			abort();
-		atomic_store(st, (uint32_t)idx);
-		char b[64];
-		ipc_recv(srv, b, sizeof b, IPC_DONTWAIT);
-		ipc_send(srv, "x", 1, IPC_DONTWAIT);
+			}
+			size_t len;
+			uint64_t need;
+			switch (ipc__ring_next(&cons, MAX, &len, &need)) {
+			case IPC__FRAME_NONE:
+				if (need <= ipc__ring_avail(&cons) || need > cap)
+					abort();
+				break;
+			case IPC__FRAME_BAD:
+				if (len <= MAX)
+					abort();
+				goto out;
+			case IPC__FRAME_BIG:
+				if (len > MAX || len + IPC__RING_FRAME_HDR <= cap)
+					abort();
+				ipc__ring_read(&cons, NULL, IPC__RING_FRAME_HDR);
+				part_len = len;
+				part = 0;
+				break;
+			case IPC__FRAME_WHOLE:
+				if (len > MAX || len + IPC__RING_FRAME_HDR > ipc__ring_avail(&cons))
+					abort();
+				ipc__ring_read(&cons, NULL, IPC__RING_FRAME_HDR);
+				ipc__ring_read(&cons, msg, len);
+				ipc__ring_publish_tail(&cons, op & 1);
+				break;
+			}
+			break;
+		}
+		case 4: { /* produce one frame, or as much as fits */
+			if (ipc__ring_prod_sync(&prod) != IPC__RING_OK)
+				goto out;
+			uint64_t room = ipc__ring_room(&prod);
+			if (room > cap)
+				abort();
+			size_t len = (size_t)(v % MAX);
+			if (room < IPC__RING_FRAME_HDR)
+				break;
+			ipc__ring_write_len(&prod, (uint32_t)len);
+			room -= IPC__RING_FRAME_HDR;
+			ipc__ring_write(&prod, msg, len < room ? len : (size_t)room);
+			ipc__ring_publish_head(&prod, op & 1);
+			break;
+		}
+		case 5: /* moved? (never validated: any answer is fine) */
+			(void)ipc__ring_prod_moved(&prod);
+			(void)ipc__ring_cons_moved(&cons);
+			break;
+		}
 	}
-	/* the close of either side must not hang or crash either */
-	ipc_conn_set_timeouts(srv, 0, 0);
-	srv->opt.linger_ms = 0;
-	cli->opt.linger_ms = 0;
-	ipc_close(srv);
-	ipc_close(cli);
+out:
+	free(ctl);
+	free(store);
+	free(msg);
 	return 0;
 }

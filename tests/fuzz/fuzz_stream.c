@@ -49,14 +49,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct ipc_options o;
 	ipc_options_init(&o);
 	o.max_msg_size = 1 << 20;
-	struct ipc_conn *c = ipc__stream_new(sv[0], &o, 1);
+	struct ipc_conn *c = ipc__sock_conn_new(sv[0], &o, 1);
 	if (!c)
 		abort();
 	c->tp = &ipc__unix_transport;
 	c->opt = o;
 	if (mode & 1) {
 		unsigned char h[IPC__HELLO_LEN];
-		ipc__hello_encode(h);
+		ipc__hello_encode(h, IPC__HELLO_OK);
 		put_all(sv[1], h, sizeof h);
 	}
 	put_all(sv[1], data, size);
@@ -92,8 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 		}
 		if (r < 0) {
-			/* the input is all there: end, reset or protocol error only */
-			if (errno != EPIPE && errno != ECONNRESET && errno != EPROTO)
+			/* the input is all there: end, reset, protocol error or refusal */
+			if (errno != EPIPE && errno != ECONNRESET && errno != EPROTO && errno != EACCES)
 				abort();
 			break;
 		}
