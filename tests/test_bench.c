@@ -34,6 +34,8 @@ static double json_num(const char *line, const char *key)
 CTEST(bench_reqrep_small_run)
 {
 	TEST_TIMEOUT(60);
+	if (t_pair_mode())
+		SKIP("a listener and client processes: the plain scheme's run covers it");
 	const char *prog = reqrep_bench();
 	char cmd[2048], line[1024] = "", extra[1024];
 	snprintf(cmd, sizeof cmd, "%s '%s' --clients 4 --count 50 --timeout 30", prog, t_addr(scheme));
