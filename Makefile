@@ -81,6 +81,9 @@ $(SOLIB): $(LIB_OBJ) lib/libipc.map
 $(BUILD)/%: tools/%.c $(ALIB) include/ipc.h
 	$(CC) $(BASE) $(TLS_CFLAGS) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS) -lm
 
+# tools/reqrep.h: the workload of reqrep-bench, bench/ (tests/bench.mk), test_bench
+$(BUILD)/reqrep-bench $(BUILD)/obj/tests/test_bench.o: tools/reqrep.h
+
 $(BUILD)/examples/%: examples/%.c $(ALIB) include/ipc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE) $(SANFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(ALIB) $(LIBS)

@@ -3,7 +3,9 @@
 #   1. peerbench's compare.sh with libipc rows, when ../shared/peerbench exists
 #      (PEERBENCH=dir to point elsewhere); else libipc's own lat/thr rows;
 #   2. libipc batch throughput (--batch) and connection set-up (conn);
-#   3. ipc-scale: 1, 10 and 100 concurrent connections, and 1,000 idle ones.
+#   3. ipc-scale: 1, 10 and 100 concurrent connections, and 1,000 idle ones;
+#   4. tests/bench-reqrep.sh: issue 11's server workload, libipc next to
+#      ZeroMQ REQ/REP and nng req0/rep0 (built only here, when installed).
 # Every line is one JSON object; compare ratios from one run only.
 set -u
 B=${1:-build}
@@ -50,3 +52,6 @@ for s in $SCHEMES; do
 	# queues_max (256 per namespace): the line says how many were made
 	"$B/ipc-scale" "$(addr "$s")" --idle 1000 || true
 done
+
+echo "== issue 11's server workload: 50 client processes, one server thread, next to ZeroMQ and nng"
+bash "$HERE/tests/bench-reqrep.sh" "$B"
