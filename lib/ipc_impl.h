@@ -482,6 +482,11 @@ struct ipc_conn *ipc__sock_conn_new(int fd, const struct ipc_options *o, int is_
  * that took a full batch makes the listener's timer expire at once, so the
  * readiness descriptor reports a new event even to an edge-triggered wait. */
 #define IPC__ACCEPT_BATCH 64
+
+/* Is err, from accept4(2), about that one client only (it went away, its
+ * network is down), so that the next connection may still be taken?  (The
+ * errors accept(2) says to treat like EAGAIN on Linux.)  1 or 0. */
+int ipc__accept_transient(int err);
 #define IPC__SOCK_HELLO_GRACE_MS 250
 struct ipc__sock_listener {
 	struct ipc_listener base;

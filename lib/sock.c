@@ -300,6 +300,25 @@ static void sl_kick(struct ipc__sock_listener *l)
 	timerfd_settime(l->tfd, 0, &it, NULL);
 }
 
+int ipc__accept_transient(int err)
+{
+	switch (err) {
+	case EINTR:
+	case ECONNABORTED:
+	case EPROTO:
+	case ENETDOWN:
+	case ENOPROTOOPT:
+	case EHOSTDOWN:
+	case ENONET:
+	case EHOSTUNREACH:
+	case EOPNOTSUPP:
+	case ENETUNREACH:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 /* Accept what the kernel has, at most IPC__ACCEPT_BATCH sockets a call:
  * refused peers fill neither queue, so a flood of them must not keep one
  * call busy (the listening socket stays readable for the next call).  0, or
@@ -323,23 +342,9 @@ static int sl_accept_all(struct ipc__sock_listener *l)
 			sl_place(l, fd);
 			continue;
 		}
-		switch (errno) {
-		case EINTR:
-		case ECONNABORTED:
-		case EPROTO:
-		case ENETDOWN:
-		case ENOPROTOOPT:
-		case EHOSTDOWN:
-		case ENONET:
-		case EHOSTUNREACH:
-		case EOPNOTSUPP:
-		case ENETUNREACH:
+		if (ipc__accept_transient(errno))
 			continue; /* that client is gone; the next may be there */
-		case EAGAIN:
-			return 0;
-		default:
-			return -1;
-		}
+		return errno == EAGAIN ? 0 : -1;
 	}
 	if (n == IPC__ACCEPT_BATCH)
 		sl_kick(l);

@@ -878,23 +878,9 @@ static int tl_accept_all(struct tls_listener *l)
 			tl_place(l, fd);
 			continue;
 		}
-		switch (errno) {
-		case EINTR:
-		case ECONNABORTED:
-		case EPROTO:
-		case ENETDOWN:
-		case ENOPROTOOPT:
-		case EHOSTDOWN:
-		case ENONET:
-		case EHOSTUNREACH:
-		case EOPNOTSUPP:
-		case ENETUNREACH:
+		if (ipc__accept_transient(errno))
 			continue;
-		case EAGAIN:
-			return 0;
-		default:
-			return -1;
-		}
+		return errno == EAGAIN ? 0 : -1;
 	}
 	return 0;
 }

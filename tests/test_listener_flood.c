@@ -122,8 +122,8 @@ static void *honest_client(void *arg)
 
 CTEST(listener_refused_flood)
 {
-	if (!strcmp(scheme, "tcp"))
-		SKIP("not applicable: tcp has no uid-based access control");
+	if (t_is_inet(scheme))
+		SKIP("not applicable: tcp and tls have no uid-based access control");
 	if (geteuid() != 0)
 		SKIP("needs root to run the flooders as another uid (nobody)");
 	if (!strcmp(scheme, "mq"))
@@ -219,8 +219,8 @@ CTEST(listener_refused_flood)
  * comes back until it reaches the honest client queued behind them. */
 CTEST(listener_refused_backlog_edge)
 {
-	if (!strcmp(scheme, "tcp"))
-		SKIP("not applicable: tcp has no uid-based access control");
+	if (t_is_inet(scheme))
+		SKIP("not applicable: tcp and tls have no uid-based access control");
 	if (geteuid() != 0)
 		SKIP("needs root to run the refused peers as another uid (nobody)");
 	if (!strcmp(scheme, "mq"))
