@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *colon = strchr(s, ':');
 	size_t sl = colon ? (size_t)(colon - s) : 0;
 	int known = colon && ((sl == 4 && !memcmp(s, "unix", 4)) || (sl == 3 && !memcmp(s, "tcp", 3)) ||
-			      (sl == 3 && !memcmp(s, "shm", 3)) || (sl == 2 && !memcmp(s, "mq", 2)));
+			      (sl == 3 && !memcmp(s, "shm", 3)) || (sl == 2 && !memcmp(s, "mq", 2)) ||
+			      (sl == 3 && !memcmp(s, "tls", 3)));
 	struct ipc_options o;
 	ipc_options_init(&o);
 	o.connect_timeout_ms = 0;
@@ -61,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ipc_conn *c = ipc_connect(s, &o); /* nobody listens any more */
 		if (c)
 			ipc_close(c);
-	} else if (!strncmp(s, "tcp:", 4)) {
+	} else if (!strncmp(s, "tcp:", 4) || !strncmp(s, "tls:", 4)) {
 		if (ipc__split_hostport(s + 4, host, sizeof host, &port) == 0 && port > 65535)
 			abort();
 	}
