@@ -10,6 +10,7 @@
  * lib/libipc.map.  A static link always gets the 0.2 functions. */
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "ipc_impl.h"
 
@@ -119,13 +120,26 @@ V01_API int V01(ipc_poll)(struct ipc_pollitem *items, size_t n, int timeout_ms)
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++)
+		if (items[i].events & ~(V01_IN | V01_OUT)) { /* as 0.1 refused them */
+			errno = EINVAL;
+			return -1;
+		}
+	short saved[16];
+	short *ev = n <= 16 ? saved : malloc(n * sizeof *ev);
+	if (!ev)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		ev[i] = items[i].events;
 		items[i].events = (short)bits_from_v01(items[i].events);
+	}
 	int r = ipc_poll(items, n, timeout_ms);
 	int e = errno;
 	for (size_t i = 0; i < n; i++) {
-		items[i].events = (short)bits_to_v01(items[i].events);
+		items[i].events = ev[i]; /* the caller's own bits, untouched */
 		items[i].revents = (short)bits_to_v01(items[i].revents);
 	}
+	if (ev != saved)
+		free(ev);
 	errno = e;
 	return r;
 }

@@ -92,7 +92,8 @@ struct ipc_listener {
  * it).  Listener slots are never concurrent with each other on one
  * listener; listener_close runs alone.  Different handles never share
  * mutable state: a transport keeps no global mutable state and creates
- * no thread.
+ * no thread (the one exception: tcp.c's bounded host-name lookup, see
+ * ipc_connect(3)).
  */
 struct ipc__transport {
 	/* Scheme without the colon: "unix", "tcp", ... */

@@ -232,8 +232,9 @@ struct shm_conn {
 	size_t held_len, held_off;
 
 	/* conn_ready (one thread at a time) */
-	int ready_waited;            /* last call said "wait on the socket" */
-	unsigned ready_calls;
+	_Atomic int ready_waited;    /* last call said "wait on the socket" */
+	_Atomic unsigned ready_calls;
+	_Atomic int asym_last;       /* sleep_fence: one more fence after asym_off */
 
 	/* receive path */
 	struct ipc__ring rx;
@@ -289,8 +290,13 @@ static int asym_register(void)
  * is the fence. */
 static int sleep_fence(struct shm_conn *c)
 {
-	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed))
+	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed) &&
+	    !atomic_load_explicit(&c->asym_last, memory_order_relaxed))
 		return 0;
+	/* asym_last: the first wait armed after asym_off fences once more, for
+	 * a publication of the peer that read our old word before asym_off's
+	 * membarrier but stored after it (unfenced on its side) */
+	atomic_store_explicit(&c->asym_last, 0, memory_order_relaxed);
 	return ipc__wake_fence();
 }
 
@@ -302,6 +308,7 @@ static void asym_off(struct shm_conn *c)
 	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed))
 		return;
 	atomic_store(&c->hdr->asym[c->side], 0);
+	atomic_store_explicit(&c->asym_last, 1, memory_order_relaxed);
 	if (ipc__wake_fence() < 0)
 		atomic_store(&c->hdr->asym[c->side], 1); /* keep fencing per wait */
 }

@@ -3,6 +3,7 @@
  * against the new library by test_abi.c.  It leans on what 0.2 changed:
  * the size of struct ipc_options and the values of the IPC_POLL* bits.
  * usage: app-0.1 ADDR ; exit 0 when every step behaved as 0.1 documents. */
+#include <errno.h>
 #include <ipc.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,6 +47,10 @@ int main(int argc, char **argv)
 	struct ipc_pollitem it[2] = {{.conn = c, .events = IPC_POLLOUT}, {.conn = a, .events = IPC_POLLIN}};
 	if (ipc_poll(it, 2, 5000) != 1 || it[0].revents != IPC_POLLOUT || it[1].revents != 0)
 		FAIL("ipc_poll(IPC_POLLOUT)");
+	/* a bit 0.1 did not know is refused, and the caller's bits stay */
+	struct ipc_pollitem bad = {.conn = c, .events = 0x10};
+	if (ipc_poll(&bad, 1, 0) != -1 || errno != EINVAL || bad.events != 0x10)
+		FAIL("ipc_poll with an unknown bit");
 	if (ipc_send(c, "old", 3, 0) != 3)
 		FAIL("ipc_send");
 	if (ipc_poll(&it[1], 1, 5000) != 1 || it[1].revents != IPC_POLLIN)
