@@ -5,6 +5,9 @@
 #                              print "<target>: N execs", replay the corpus;
 #                              non-zero on any finding
 #   make fuzz-build            only build them
+#   make fuzz-replay FUZZ_SAN=thread FUZZ_BUILD=build-fuzz-tsan
+#                              build them with another sanitizer and replay
+#                              every committed corpus once (TSan: races)
 #   make soak                  the hostile/fault/load tests scaled up
 #                              (IPC_SOAK=1: 200 x 10,000 messages, 1000
 #                              kills per backend, ...)
@@ -14,13 +17,14 @@
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_BUILD   ?= build-fuzz
+FUZZ_SAN     ?= address,undefined
 FUZZ_SRC      = $(filter-out $(if $(filter 1,$(TLS)),,tests/fuzz/fuzz_tls_listener.c),$(wildcard tests/fuzz/*.c))
 FUZZ_BINS     = $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIBOBJ   = $(LIB_SRC:lib/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_FLAGS    = -std=c11 -Iinclude -Ilib -pthread -g -O1 -fno-omit-frame-pointer \
-		-fsanitize=address,undefined -fno-sanitize-recover=all $(WARN) $(TLS_CFLAGS)
+		-fsanitize=$(FUZZ_SAN) -fno-sanitize-recover=all $(WARN) $(TLS_CFLAGS)
 
-.PHONY: fuzz fuzz-build soak valgrind
+.PHONY: fuzz fuzz-build fuzz-replay soak valgrind
 
 $(FUZZ_LIBOBJ): $(FUZZ_BUILD)/obj/%.o: lib/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -33,6 +37,14 @@ fuzz-build: $(FUZZ_BINS)
 
 fuzz: $(FUZZ_BINS)
 	sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_BINS)
+
+fuzz-replay: $(FUZZ_BINS)
+	@for b in $(FUZZ_BINS); do t=$$(basename $$b); \
+		TSAN_OPTIONS=halt_on_error=1 $$b -runs=1 tests/fuzz/corpus/$$t/* >$(FUZZ_BUILD)/$$t.replay 2>&1 \
+		&& echo "$$t: corpus replay ok ($$(ls tests/fuzz/corpus/$$t | wc -l) inputs, $(FUZZ_SAN))" \
+		|| { echo "$$t: corpus replay FAILED ($(FUZZ_SAN)); log $(FUZZ_BUILD)/$$t.replay"; \
+		     grep -E 'WARNING|ERROR|SUMMARY' $(FUZZ_BUILD)/$$t.replay | head -n 10; exit 1; }; \
+	done
 
 # Scaled-up forms of the reliability tests (hours are fine here, not in CI).
 SOAK_TESTS ?= hostile_ faults_ load_ netns_
