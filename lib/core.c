@@ -512,12 +512,12 @@ int ipc_listener_close(ipc_listener *l)
 }
 
 /* Readiness of one item now; fills pfd for the wait when not ready. */
-static int item_ready(struct ipc_pollitem *it, struct pollfd *pfd)
+static int item_ready(struct ipc_pollitem *it, struct pollfd *pfd, int hint)
 {
 	short pev = 0;
 	int r;
 	if (it->conn) {
-		r = ipc_conn_ready(it->conn, it->events & (IPC_POLLIN | IPC_POLLOUT), &pev);
+		r = it->conn->tp->conn_ready(it->conn, (it->events & (IPC_POLLIN | IPC_POLLOUT)) | hint, &pev);
 		pfd->fd = ipc_conn_fd(it->conn);
 	} else {
 		r = ipc_listener_ready(it->listener, it->events & IPC_POLLIN, &pev);
@@ -549,11 +549,12 @@ int ipc_poll(struct ipc_pollitem *items, size_t n, int timeout_ms)
 	if (!pfds)
 		return -1;
 	int64_t dl = ipc__deadline(timeout_ms);
-	int ready;
+	int ready, waited = 0;
 	for (;;) {
 		ready = 0;
 		for (size_t i = 0; i < n; i++) {
-			int r = item_ready(&items[i], &pfds[i]);
+			int hint = !waited || pfds[i].fd < 0 ? 0 : pfds[i].revents ? IPC__READY_SEEN : IPC__READY_QUIET;
+			int r = item_ready(&items[i], &pfds[i], hint);
 			if (r < 0) {
 				ready = -1;
 				goto out;
@@ -574,6 +575,7 @@ int ipc_poll(struct ipc_pollitem *items, size_t n, int timeout_ms)
 			ready = -1;
 			break;
 		}
+		waited = pr >= 0; /* revents are valid */
 	}
 out:
 	if (pfds != stackp) {

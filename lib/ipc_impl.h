@@ -47,6 +47,10 @@
  * wait fails with ETIMEDOUT.
  */
 #define IPC__NOW ((int64_t)0)
+
+/* Hints of ipc_poll to conn_ready (beside IPC_POLLIN/IPC_POLLOUT). */
+#define IPC__READY_QUIET 0x1000
+#define IPC__READY_SEEN 0x2000
 #define IPC__FOREVER INT64_MAX
 
 /*
@@ -176,7 +180,11 @@ struct ipc__transport {
 	/* Non-blocking readiness, as listener_ready but for IPC_POLLIN and
 	 * IPC_POLLOUT; may add IPC_POLLERR/IPC_POLLHUP.  May do non-blocking
 	 * I/O (pull bytes in, flush held data) to decide.  When it returns
-	 * 0, *pollev holds the poll(2) events to wait for on conn_fd. */
+	 * 0, *pollev holds the poll(2) events to wait for on conn_fd.
+	 * ipc_poll may add one hint to events (a transport may ignore it):
+	 * IPC__READY_QUIET, the wait after the last call that returned 0 saw
+	 * no event on conn_fd (nothing to read there); IPC__READY_SEEN, it
+	 * saw one. */
 	int (*conn_ready)(struct ipc_conn *c, int events, short *pollev);
 
 	/* Optional: make a connected pair of connections, both ends in this

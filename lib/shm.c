@@ -75,13 +75,16 @@
  * head and only if the receiver's waiting word is set (Dekker pairing)
  * wakes it.  The store-load fence the pairing needs is made asymmetric
  * when both processes are registered for membarrier(2) (hdr->asym; see
- * wake.c), until the side's first conn_ready (see asym_off).  A waiter first spins (at most SHM_SPIN polls of the index, and
- * only while spinning has recently paid off: see spin_budget), then drains
- * old wake-up bytes (one bounded read), arms its word, fences, re-checks,
- * and sleeps in poll() on its end of the ring's wake socketpair and on the
- * rendezvous socket.  Draining comes first because a waker takes the word
- * (exchange to 0) some time after reading it: a late waker may take the
- * word of the NEXT sleep, and its byte is then what ends that sleep.  A
+ * wake.c), until the side's waits show that they mostly sleep (its first
+ * conn_ready, or request/response traffic: see asym_off).  A waiter first
+ * spins (at most SHM_SPIN polls of the index, and only while spinning has
+ * recently paid off: see spin_budget), then arms its word, fences,
+ * re-checks, and sleeps in poll() on its end of the ring's wake socketpair
+ * and on the rendezvous socket; wake-up bytes are read only once poll()
+ * reported them (one bounded read).  Never draining before arming matters
+ * because a waker takes the word (exchange to 0) some time after reading
+ * it: a late waker may take the word of the NEXT sleep, and its byte is
+ * then what ends that sleep.  A stale byte only ends a sleep early.  A
  * peer flooding a wake socket only makes sleeps end early: every loop
  * re-reads the ring and the deadline, and a byte other than the wake-up
  * byte fails the connection with EPROTO.  Sleeping in poll() rather than
@@ -97,7 +100,9 @@
  * into its buffer, so IPC_POLLIN means a receive would not block), moves
  * held data, and when nothing is ready sets a "poller" bit in the waiting
  * words: the peer then sends one wake-up byte on the socket, which
- * conn_ready consumes.
+ * conn_ready consumes after a wait (not when ipc_poll saw the socket
+ * quiet: IPC__READY_QUIET; so a loop over many connections makes no
+ * system call for those that did not wake it).
  *
  * Close.  Held data is moved until the linger deadline while what the
  * peer sends is taken and discarded (two ends closing at once, both with
@@ -160,6 +165,8 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_VERDICT_MS 200        /* bound on waiting for a refusal's status byte */
 #define SHM_SOCK_READS 64         /* bytes one socket check takes at most */
 #define SHM_HELD_SLICE 1          /* ms a receive sleeps between pushes of held data */
+#define SHM_ASYM_WINDOW 16        /* membarrier() sleeps of a path between two looks... */
+#define SHM_ASYM_RATIO 64         /* ...which need this many messages per sleep to go on */
 
 /* Per-side state words. */
 #define SHM_ST_CLOSED 1u /* closed in order: everything sent is in the ring */
@@ -228,18 +235,23 @@ struct shm_conn {
 	unsigned tx_count;
 	int tx_err;
 	int tx_spin;                 /* spin budget of the send path */
+	int tx_asym_sleeps;          /* membarrier() sleeps since tx_asym_mark */
+	unsigned tx_asym_mark;       /* tx_count when that window began */
 	unsigned char *held;         /* rest of a frame (with its header) */
 	size_t held_len, held_off;
 
 	/* conn_ready (one thread at a time) */
 	_Atomic int ready_waited;    /* last call said "wait on the socket" */
 	_Atomic unsigned ready_calls;
-	_Atomic int asym_last;       /* sleep_fence: one more fence after asym_off */
+	_Atomic int asym_last;       /* SHM_PATH_* bits: one more fence after asym_off */
 
 	/* receive path */
 	struct ipc__ring rx;
 	int rx_err;
 	int rx_spin;                 /* spin budget of the receive path */
+	unsigned rx_count;           /* messages received */
+	int rx_asym_sleeps;          /* membarrier() sleeps since rx_asym_mark */
+	unsigned rx_asym_mark;       /* rx_count when that window began */
 	int part_active;             /* a streamed frame is being reassembled */
 	unsigned char *part_buf;     /* owned buffer, or NULL while in caller's */
 	size_t part_len, part_got;
@@ -277,40 +289,61 @@ static int asym_register(void)
 /*
  * The asymmetric protocol (wake.c) is advertised per side in
  * hdr->asym[side]: while our word is 1 we fence with membarrier() after
- * arming a waiting word, and the peer publishes without a fence.  A
- * connection driven through conn_ready arms a word on nearly every wait,
- * where one membarrier() (an interrupt on every CPU) per wait costs far
- * more than a fence per publication: its first conn_ready switches our
- * side to the symmetric protocol for good (asym_off).
+ * arming a waiting word, and the peer publishes without a fence.  That
+ * pays while our waits rarely end in a sleep (a stream of messages).
+ * Where they often do, one membarrier() (an interrupt on every CPU) per
+ * sleep costs far more than a fence per publication, and our side goes to
+ * the symmetric protocol for good (asym_off): at the first conn_ready (a
+ * connection driven by an event loop arms a word on nearly every wait),
+ * and when a path sleeps SHM_ASYM_WINDOW times with fewer than
+ * SHM_ASYM_RATIO messages per sleep (request/response: about one sleep
+ * per message; see asym_count).
  */
+#define SHM_PATH_RX 1
+#define SHM_PATH_TX 2
 
-/* After arming a waiting word, before re-checking the index.  0, or -1
- * when the fence could not be made (the caller then sleeps briefly).
+/* After arming the waiting words of paths (SHM_PATH_*), before
+ * re-checking the index.  0 when no membarrier() was needed, 1 when one
+ * was made, -1 when it could not be (the caller then sleeps briefly).
  * Symmetric: the word was armed with a seq_cst read-modify-write, which
  * is the fence. */
-static int sleep_fence(struct shm_conn *c)
+static int sleep_fence(struct shm_conn *c, int paths)
 {
-	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed) &&
-	    !atomic_load_explicit(&c->asym_last, memory_order_relaxed))
+	/* asym_last: each path's first wait armed after asym_off fences once
+	 * more, for a publication of the peer that read our old word before
+	 * asym_off's membarrier but stored after it (unfenced on its side).
+	 * asym_off sets the bits before it clears the word. */
+	if (!atomic_load(&c->hdr->asym[c->side]) &&
+	    (!(atomic_load_explicit(&c->asym_last, memory_order_relaxed) & paths) ||
+	     !(atomic_fetch_and(&c->asym_last, ~paths) & paths)))
 		return 0;
-	/* asym_last: the first wait armed after asym_off fences once more, for
-	 * a publication of the peer that read our old word before asym_off's
-	 * membarrier but stored after it (unfenced on its side) */
-	atomic_store_explicit(&c->asym_last, 0, memory_order_relaxed);
-	return ipc__wake_fence();
+	return ipc__wake_fence() < 0 ? -1 : 1;
 }
 
-/* Stop advertising the asymmetric protocol.  The membarrier() orders any
- * publication of the peer that still read our old word before our next
- * re-check of the index; later ones read the new word and fence. */
+/* Stop advertising the asymmetric protocol (any thread).  The membarrier()
+ * orders any publication of the peer that still read our old word before
+ * our next re-check of the index; later ones read the new word and
+ * fence. */
 static void asym_off(struct shm_conn *c)
 {
 	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed))
 		return;
+	atomic_fetch_or(&c->asym_last, SHM_PATH_RX | SHM_PATH_TX);
 	atomic_store(&c->hdr->asym[c->side], 0);
-	atomic_store_explicit(&c->asym_last, 1, memory_order_relaxed);
 	if (ipc__wake_fence() < 0)
 		atomic_store(&c->hdr->asym[c->side], 1); /* keep fencing per wait */
+}
+
+/* A path slept after a membarrier(): count it against the messages it
+ * moved since the window began (count: its message counter). */
+static void asym_count(struct shm_conn *c, int *sleeps, unsigned *mark, unsigned count)
+{
+	if (++*sleeps < SHM_ASYM_WINDOW)
+		return;
+	if (count - *mark < (unsigned)SHM_ASYM_WINDOW * SHM_ASYM_RATIO)
+		asym_off(c);
+	*sleeps = 0;
+	*mark = count;
 }
 
 /* May we publish without a store-load fence?  While the peer advertises
@@ -382,8 +415,11 @@ static inline void conn_claim_new(struct shm_conn *c)
 
 static void conn_claim(struct shm_conn *c)
 {
-	int me = (int)getpid(), o = atomic_load_explicit(&c->owner, memory_order_relaxed);
-	if (o != SHM_ANY_OWNER && o != me)
+	int o = atomic_load_explicit(&c->owner, memory_order_relaxed);
+	if (o == SHM_ANY_OWNER)
+		return; /* no system call for the handles that are not pair ends */
+	int me = (int)getpid();
+	if (o != me)
 		atomic_store_explicit(&c->owner, me, memory_order_relaxed);
 }
 
@@ -565,29 +601,33 @@ static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *
 		spin_result(budget, 0);
 	_Atomic uint32_t *flag = rx ? &c->rxc->cons_waiting : &c->txc->prod_waiting;
 	int wfd = rx ? c->wfd_rx : c->wfd_tx;
-	/* Drain BEFORE arming: a waker that read our word during an earlier
-	 * sleep may exchange it to 0 only now, after we armed it again; its
-	 * byte must then still be there to end this poll, or the next
-	 * publication sees no word and we sleep to the deadline. */
-	enum ipc__wake_seen w = ipc__wake_drain(wfd);
+	/* Wake-up bytes are read only after poll() saw them, never before
+	 * arming: a waker that read our word during an earlier sleep may
+	 * exchange it to 0 only now, after we armed it again; its byte must
+	 * then still be there to end this poll (a stale byte ends it early:
+	 * we look at the ring and come back). */
+	atomic_fetch_or(flag, IPC__WAIT_SLEEP);
+	int fence = sleep_fence(c, rx ? SHM_PATH_RX : SHM_PATH_TX);
+	enum ipc__wake_seen w = IPC__WAKE_QUIET;
+	if (!ready(c) && !peer_done(c))
+		w = ipc__wake_wait(wfd, c->sock, POLLRDHUP, deadline, fence >= 0 ? ms_cap : 1);
+	atomic_fetch_and(flag, ~IPC__WAIT_SLEEP);
+	if (fence > 0) {
+		if (rx)
+			asym_count(c, &c->rx_asym_sleeps, &c->rx_asym_mark, c->rx_count);
+		else
+			asym_count(c, &c->tx_asym_sleeps, &c->tx_asym_mark, c->tx_count);
+	}
 	int *futile = rx ? &c->rx_futile : &c->tx_futile;
-	if (w == IPC__WAKE_WOKEN && !ready(c) && ++*futile > SHM_FUTILE_MAX) {
+	if (ready(c)) {
+		*futile = 0;
+	} else if (w == IPC__WAKE_WOKEN && ++*futile > SHM_FUTILE_MAX) {
 		/* wake-ups that bring nothing, again and again: a peer floods
 		 * the socket.  Deadlines hold anyway; this keeps the wait from
 		 * turning into a spin (at most one round per millisecond). */
 		int ms = ipc__remaining_ms(deadline);
 		poll(NULL, 0, ms < 0 || ms > 1 ? 1 : ms);
 	}
-	if (w == IPC__WAKE_QUIET || w == IPC__WAKE_WOKEN) {
-		atomic_fetch_or(flag, IPC__WAIT_SLEEP);
-		int fenced = sleep_fence(c) == 0;
-		w = IPC__WAKE_QUIET;
-		if (!ready(c) && !peer_done(c))
-			w = ipc__wake_wait(wfd, c->sock, POLLRDHUP, deadline, fenced ? ms_cap : 1);
-		atomic_fetch_and(flag, ~IPC__WAIT_SLEEP);
-	}
-	if (ready(c))
-		*futile = 0;
 	wake_seen(c, w);
 }
 
@@ -844,6 +884,7 @@ static ssize_t shm_recv(struct ipc_conn *cc, void *buf, size_t len, void **alloc
 		size_t n = 0;
 		enum shm_step s = rx_try(c, buf, len, allocp, 1, &n);
 		if (s == STEP_DONE) {
+			c->rx_count++;
 			if (!c->part_active)
 				rx_publish(c);
 			return (ssize_t)n;
@@ -886,6 +927,7 @@ static ssize_t shm_recv_batch(struct ipc_conn *cc, struct iovec *msgs, size_t n,
 			break; /* an error shows again on the next call */
 		msgs[i].iov_len = got;
 	}
+	c->rx_count += (unsigned)(i - 1); /* the first counted in shm_recv */
 	if (i > 1)
 		rx_publish(c);
 	return (ssize_t)i;
@@ -1271,10 +1313,11 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 	int res = 0;
 	conn_claim(c);
 	asym_off(c);
-	/* the socket has news only for a caller that waited on it (and a
-	 * slow check now and then); else spare the system call */
-	if (c->ready_waited || (c->ready_calls++ & 63) == 0)
-		sock_check(c, 1); /* takes our wake-up bytes too */
+	/* the socket has news only for a caller that waited on it and did
+	 * not see it quiet (and a slow check now and then); else spare the
+	 * system call */
+	if ((c->ready_waited && !(events & IPC__READY_QUIET)) || (c->ready_calls++ & 63) == 0)
+		sock_check(c, !(events & IPC__READY_SEEN)); /* takes our wake-up bytes too */
 	c->ready_waited = 0;
 	/* held data moves on whatever the caller waits for (ipc_send(3)): a
 	 * loop that only asks for IPC_POLLIN must still deliver its reply */
@@ -1299,7 +1342,7 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 		fresh |= !(atomic_fetch_or(&c->rxc->cons_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
 	if ((events & IPC_POLLOUT) || held)
 		fresh |= !(atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
-	if (fresh && sleep_fence(c) < 0) {
+	if (fresh && sleep_fence(c, SHM_PATH_RX | SHM_PATH_TX) < 0) {
 		/* no fence: a wake-up byte may be missed; report ready so
 		 * the caller asks again instead of sleeping on the socket */
 		return events & (IPC_POLLIN | IPC_POLLOUT);
@@ -1354,7 +1397,7 @@ static void linger_sleep(struct shm_conn *c, int64_t deadline)
 	ipc__wake_drain(c->wfd_tx);
 	atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_SLEEP);
 	atomic_fetch_or(&c->rxc->cons_waiting, IPC__WAIT_SLEEP);
-	int fenced = sleep_fence(c) == 0;
+	int fenced = sleep_fence(c, SHM_PATH_RX | SHM_PATH_TX) >= 0;
 	if (!tx_moved(c) && !rx_moved(c) && !peer_done(c)) {
 		struct pollfd p[3] = {{.fd = c->wfd_tx, .events = POLLIN},
 				      {.fd = c->wfd_rx, .events = POLLIN},

@@ -67,7 +67,9 @@ enum ipc__wake_seen ipc__wake_wait(int fd, int other, short other_events, int64_
  * are registered for MEMBARRIER_CMD_GLOBAL_EXPEDITED, the publishing side
  * uses only a compiler barrier and the side about to sleep (rare: after
  * spinning) pays for a membarrier() after arming its word, which runs a
- * full fence on every CPU running a registered process.
+ * full fence on every CPU running a registered process.  Where sleeps are
+ * not rare the side goes back to the symmetric protocol (shm.c,
+ * asym_off).
  */
 #ifndef MEMBARRIER_CMD_GLOBAL_EXPEDITED
 #define MEMBARRIER_CMD_GLOBAL_EXPEDITED (1 << 1)

@@ -1252,3 +1252,138 @@ TEST(hostile_wake_junk)
 	ipc_close(s);
 	CHECK(ipc_close(c2) == 0 && ipc_close(s2) == 0);
 }
+
+/* ---- the fence protocol under request/response traffic (issue 11 item 7) */
+
+struct slow_echo {
+	ipc_conn *c;
+	int n, delay_us, fail;
+};
+
+/* Echo n messages, each after delay_us (0: a pseudo-random 0..300 us). */
+static void *slow_echo(void *p)
+{
+	struct slow_echo *a = p;
+	unsigned rnd = 12345;
+	for (int i = 0; i < a->n; i++) {
+		void *m = NULL;
+		ssize_t r = ipc_recv_alloc(a->c, &m, 0);
+		rnd = rnd * 1103515245u + 12345u;
+		usleep(a->delay_us ? (useconds_t)a->delay_us : (rnd >> 16) % 301);
+		if (r < 0 || ipc_send(a->c, m, (size_t)r, 0) != r) {
+			free(m);
+			a->fail = errno ? errno : -1;
+			return NULL;
+		}
+		free(m);
+	}
+	return NULL;
+}
+
+/*
+ * A client whose every receive sleeps (the reply comes 2 ms after the
+ * request) stops advertising the asymmetric fence protocol: a
+ * membarrier() per sleep (an interrupt on every CPU) cost far more than
+ * the peer's fence per publication, and made shm slower than unix with
+ * 50 request/response clients.  0.2 before this change kept the client's
+ * word at 1 for the life of the connection.
+ */
+TEST(shm_reqrep_leaves_membarrier)
+{
+	struct ipc_options o;
+	opts_cap(&o, 4096);
+	o.recv_timeout_ms = o.send_timeout_ms = 5000;
+	ipc_conn *s, *c;
+	struct t_shm_hdr *h = shm_pair(&o, &s, &c);
+	if (!atomic_load(&h->asym[0]) || !atomic_load(&h->asym[1]))
+		SKIP("membarrier(2) expedited fences unavailable: the symmetric protocol from the start");
+	enum { N = 40 };
+	struct slow_echo e = {s, N, 2000, 0};
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, slow_echo, &e) == 0);
+	unsigned char b[64], g[64];
+	for (int i = 0; i < N; i++) {
+		t_fill(b, sizeof b, (uint64_t)i);
+		CHECK(ipc_send(c, b, sizeof b, 0) == (ssize_t)sizeof b);
+		CHECKF(ipc_recv(c, g, sizeof g, 0) == (ssize_t)sizeof g && t_verify(g, sizeof g, (uint64_t)i),
+		       "round trip %d: %s", i, strerror(errno));
+	}
+	pthread_join(th, NULL);
+	CHECK_EQ(e.fail, 0);
+	CHECKF(atomic_load(&h->asym[0]) == 0, "client still asks for membarrier() fences after %d sleeping receives", N);
+	CHECK(ipc_close(c) == 0);
+	CHECK(ipc_close(s) == 0);
+}
+
+struct piped_sender {
+	ipc_conn *c;
+	int n, fail;
+};
+
+static size_t piped_len(int i)
+{
+	return (size_t)(i * 613) % 6001; /* 0..6000 B, some larger than the ring */
+}
+
+static void *piped_send(void *p)
+{
+	struct piped_sender *a = p;
+	static unsigned char b[6001];
+	for (int i = 0; i < a->n; i++) {
+		t_fill(b, piped_len(i), (uint64_t)i);
+		if (ipc_send(a->c, b, piped_len(i), 0) < 0) {
+			a->fail = errno ? errno : -1;
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * No wake-up is lost while a side leaves the asymmetric protocol: the
+ * server process echoes after 0..300 us (so waits end both in spins and
+ * in sleeps, and both paths of the client switch), the client sends from
+ * one thread (a 4 KiB ring: its sends wait for room) while another
+ * receives.  A lost wake-up is a call that sleeps to its 5 s timeout.
+ */
+TEST(shm_asym_switch_keeps_wakeups)
+{
+	const char *addr = t_addr("shm");
+	struct ipc_options o;
+	opts_cap(&o, 4096);
+	o.recv_timeout_ms = o.send_timeout_ms = 5000;
+	enum { N = 3000 };
+	ipc_listener *l = ipc_listen(addr, &o);
+	CHECK(l != NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		ipc_conn *s = ipc_accept(l, 0);
+		if (!s)
+			_exit(3);
+		struct slow_echo e = {s, N, 0, 0};
+		slow_echo(&e);
+		if (e.fail)
+			fprintf(stderr, "server: %s\n", strerror(e.fail));
+		_exit(e.fail ? 4 : ipc_close(s) != 0 ? 5 : 0);
+	}
+	ipc_conn *c = ipc_connect(addr, &o);
+	CHECK(c != NULL);
+	struct piped_sender ps = {c, N, 0};
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, piped_send, &ps) == 0);
+	static unsigned char g[6001];
+	int64_t t0 = t_now_ms();
+	for (int i = 0; i < N; i++) {
+		ssize_t r = ipc_recv(c, g, sizeof g, 0);
+		CHECKF(r == (ssize_t)piped_len(i) && t_verify(g, (size_t)r, (uint64_t)i), "echo %d: %zd (%s) after %lld ms",
+		       i, r, strerror(errno), (long long)(t_now_ms() - t0));
+	}
+	pthread_join(th, NULL);
+	CHECK_EQ(ps.fail, 0);
+	CHECK(ipc_close(c) == 0);
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server status 0x%x", st);
+	ipc_listener_close(l); /* (shuts the listening socket down: the child's too) */
+}
