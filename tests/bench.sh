@@ -3,7 +3,8 @@
 #   1. peerbench's compare.sh with libipc rows, when ../shared/peerbench exists
 #      (PEERBENCH=dir to point elsewhere); else libipc's own lat/thr rows;
 #   2. libipc batch throughput (--batch) and connection set-up (conn);
-#   3. ipc-scale: 1, 10 and 100 concurrent connections, and 1,000 idle ones;
+#   3. tests/bench-scale.sh (ipc-scale: 1, 10 and 100 concurrent connections,
+#      interleaved, medians), and 1,000 idle connections;
 #   4. tests/bench-reqrep.sh: issue 11's server workload, libipc next to
 #      ZeroMQ REQ/REP and nng req0/rep0 (built only here, when installed).
 # Every line is one JSON object; compare ratios from one run only.
@@ -44,10 +45,8 @@ for s in $SCHEMES; do
 done
 
 echo "== many connections on one listener (ipc-scale)"
+SCHEMES="$SCHEMES" bash "$HERE/tests/bench-scale.sh" "$B"
 for s in $SCHEMES; do
-	for n in 1 10 100; do
-		"$B/ipc-scale" "$(addr "$s")" --conns $n --count $((20000 / n))
-	done
 	# mq: 1,000 connections need 2,000 queues, above the kernel's
 	# queues_max (256 per namespace): the line says how many were made
 	"$B/ipc-scale" "$(addr "$s")" --idle 1000 || true
