@@ -70,21 +70,31 @@ void ipc__ring_write_len(struct ipc__ring *r, uint32_t len)
 	ipc__ring_write(r, &len, sizeof len);
 }
 
-/* Store an index, then read the other side's waiting word (Dekker). */
-static uint32_t publish(_Atomic uint64_t *idx, uint64_t v, _Atomic uint32_t *flag, int nofence)
+/* Store an index, then read the other side's waiting word (Dekker).  The
+ * asymmetric case: if the second read of peer_asym still sees it set, that
+ * read (and our store before it, in program order) came before the
+ * barrier the peer's membarrier() runs on our CPU when it stops
+ * advertising, so the peer sees our index once that call returned. */
+static uint32_t publish(_Atomic uint64_t *idx, uint64_t v, _Atomic uint32_t *flag,
+			const _Atomic uint32_t *peer_asym)
 {
-	if (nofence) {
+	if (peer_asym) {
 		atomic_store_explicit(idx, v, memory_order_release);
 		atomic_signal_fence(memory_order_seq_cst);
-		return atomic_load_explicit(flag, memory_order_relaxed);
+		uint32_t w = atomic_load_explicit(flag, memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+		if (atomic_load_explicit(peer_asym, memory_order_relaxed))
+			return w;
+		atomic_thread_fence(memory_order_seq_cst);
+		return atomic_load_explicit(flag, memory_order_seq_cst);
 	}
 	atomic_store_explicit(idx, v, memory_order_seq_cst);
 	return atomic_load_explicit(flag, memory_order_seq_cst);
 }
 
-uint32_t ipc__ring_publish_head(struct ipc__ring *r, int nofence)
+uint32_t ipc__ring_publish_head(struct ipc__ring *r, const _Atomic uint32_t *peer_asym)
 {
-	return publish(&r->ctl->head, r->head, &r->ctl->cons_waiting, nofence);
+	return publish(&r->ctl->head, r->head, &r->ctl->cons_waiting, peer_asym);
 }
 
 /* ---- consumer ---------------------------------------------------------- */
@@ -132,7 +142,7 @@ void ipc__ring_read(struct ipc__ring *r, void *dst, size_t n)
 	r->tail += n;
 }
 
-uint32_t ipc__ring_publish_tail(struct ipc__ring *r, int nofence)
+uint32_t ipc__ring_publish_tail(struct ipc__ring *r, const _Atomic uint32_t *peer_asym)
 {
-	return publish(&r->ctl->tail, r->tail, &r->ctl->prod_waiting, nofence);
+	return publish(&r->ctl->tail, r->tail, &r->ctl->prod_waiting, peer_asym);
 }

@@ -113,9 +113,14 @@ void ipc__ring_write(struct ipc__ring *r, const void *src, size_t n);
 void ipc__ring_write_len(struct ipc__ring *r, uint32_t len);
 
 /* Publish our head and return the consumer's waiting word (nonzero: wake
- * it).  nofence: the consumer fences before sleeping (membarrier), so a
- * compiler barrier is enough here; else a seq_cst store-load pair. */
-uint32_t ipc__ring_publish_head(struct ipc__ring *r, int nofence);
+ * it).  peer_asym: NULL, or the word where the consumer advertises the
+ * asymmetric protocol (it fences with membarrier() before sleeping; see
+ * wake.c).  While that word reads nonzero a compiler barrier is enough
+ * here; it is read again AFTER the waiting word, and a 0 then costs a
+ * fence and a second read: a consumer that stopped advertising since
+ * (its store, then its membarrier()) either sees our index or is seen
+ * waiting.  NULL: a seq_cst store-load pair. */
+uint32_t ipc__ring_publish_head(struct ipc__ring *r, const _Atomic uint32_t *peer_asym);
 
 /* ---- consumer ---- */
 
@@ -139,8 +144,9 @@ enum ipc__ring_frame ipc__ring_next(const struct ipc__ring *r, size_t max, size_
 /* Consume n available bytes into dst (NULL: discard). */
 void ipc__ring_read(struct ipc__ring *r, void *dst, size_t n);
 
-/* Publish our tail and return the producer's waiting word. */
-uint32_t ipc__ring_publish_tail(struct ipc__ring *r, int nofence);
+/* Publish our tail and return the producer's waiting word (peer_asym as
+ * for ipc__ring_publish_head). */
+uint32_t ipc__ring_publish_tail(struct ipc__ring *r, const _Atomic uint32_t *peer_asym);
 
 /* ---- wake.c ---------------------------------------------------------- */
 

@@ -218,6 +218,8 @@ struct shm_conn {
 	_Atomic uint32_t *my_state, *peer_state;
 	_Atomic uint32_t *peer_asym;
 	int asym_me;  /* our process is registered for membarrier() */
+	_Atomic int asym_fence; /* our waits fence with membarrier() (the
+	                           authority: the peer may write hdr->asym) */
 	struct ipc_cred cred;
 
 	/* shared by the two paths */
@@ -243,7 +245,6 @@ struct shm_conn {
 	/* conn_ready (one thread at a time) */
 	_Atomic int ready_waited;    /* last call said "wait on the socket" */
 	_Atomic unsigned ready_calls;
-	_Atomic int asym_last;       /* SHM_PATH_* bits: one more fence after asym_off */
 
 	/* receive path */
 	struct ipc__ring rx;
@@ -288,50 +289,43 @@ static int asym_register(void)
 
 /*
  * The asymmetric protocol (wake.c) is advertised per side in
- * hdr->asym[side]: while our word is 1 we fence with membarrier() after
- * arming a waiting word, and the peer publishes without a fence.  That
- * pays while our waits rarely end in a sleep (a stream of messages).
- * Where they often do, one membarrier() (an interrupt on every CPU) per
- * sleep costs far more than a fence per publication, and our side goes to
- * the symmetric protocol for good (asym_off): at the first conn_ready (a
- * connection driven by an event loop arms a word on nearly every wait),
- * and when a path sleeps SHM_ASYM_WINDOW times with fewer than
- * SHM_ASYM_RATIO messages per sleep (request/response: about one sleep
- * per message; see asym_count).
+ * hdr->asym[side]: while our side uses it (asym_fence) we fence with
+ * membarrier() after arming a waiting word, and the peer publishes with
+ * only a compiler barrier.  That pays while our waits rarely end in a
+ * sleep (a stream of messages).  Where they often do, one membarrier()
+ * (an interrupt on every CPU) per sleep costs far more than a fence per
+ * publication, and our side goes to the symmetric protocol for good
+ * (asym_off): at the first conn_ready (a connection driven by an event
+ * loop arms a word on nearly every wait), and when a path sleeps
+ * SHM_ASYM_WINDOW times with fewer than SHM_ASYM_RATIO messages per sleep
+ * (request/response: about one sleep per message; see asym_count).  Our
+ * own mode lives in our memory: a peer that writes our advertisement
+ * changes only how it publishes itself.
  */
-#define SHM_PATH_RX 1
-#define SHM_PATH_TX 2
 
-/* After arming the waiting words of paths (SHM_PATH_*), before
- * re-checking the index.  0 when no membarrier() was needed, 1 when one
- * was made, -1 when it could not be (the caller then sleeps briefly).
- * Symmetric: the word was armed with a seq_cst read-modify-write, which
- * is the fence. */
-static int sleep_fence(struct shm_conn *c, int paths)
+/* After arming a waiting word, before re-checking the index.  0 when no
+ * membarrier() was needed (symmetric: the word was armed with a seq_cst
+ * read-modify-write, which is the fence), 1 when one was made, -1 when it
+ * could not be (the caller then sleeps briefly). */
+static int sleep_fence(struct shm_conn *c)
 {
-	/* asym_last: each path's first wait armed after asym_off fences once
-	 * more, for a publication of the peer that read our old word before
-	 * asym_off's membarrier but stored after it (unfenced on its side).
-	 * asym_off sets the bits before it clears the word. */
-	if (!atomic_load(&c->hdr->asym[c->side]) &&
-	    (!(atomic_load_explicit(&c->asym_last, memory_order_relaxed) & paths) ||
-	     !(atomic_fetch_and(&c->asym_last, ~paths) & paths)))
+	if (!atomic_load(&c->asym_fence))
 		return 0;
 	return ipc__wake_fence() < 0 ? -1 : 1;
 }
 
-/* Stop advertising the asymmetric protocol (any thread).  The membarrier()
- * orders any publication of the peer that still read our old word before
- * our next re-check of the index; later ones read the new word and
- * fence. */
+/* Leave the asymmetric protocol (any thread; the first call does it).
+ * Our waits keep fencing until the membarrier() after the advertisement
+ * is withdrawn has returned: from then on, every publication of the peer
+ * either saw the withdrawal and fenced, or is visible to us (ring.c,
+ * publish). */
 static void asym_off(struct shm_conn *c)
 {
-	if (!atomic_load_explicit(&c->hdr->asym[c->side], memory_order_relaxed))
+	if (!atomic_load_explicit(&c->asym_fence, memory_order_relaxed))
 		return;
-	atomic_fetch_or(&c->asym_last, SHM_PATH_RX | SHM_PATH_TX);
 	atomic_store(&c->hdr->asym[c->side], 0);
-	if (ipc__wake_fence() < 0)
-		atomic_store(&c->hdr->asym[c->side], 1); /* keep fencing per wait */
+	if (ipc__wake_fence() == 0)
+		atomic_store(&c->asym_fence, 0);
 }
 
 /* A path slept after a membarrier(): count it against the messages it
@@ -346,23 +340,23 @@ static void asym_count(struct shm_conn *c, int *sleeps, unsigned *mark, unsigned
 	*mark = count;
 }
 
-/* May we publish without a store-load fence?  While the peer advertises
- * the asymmetric protocol and its membarrier() reaches us. */
-static inline int asym_ok(struct shm_conn *c)
+/* Where the peer advertises the asymmetric protocol, or NULL when its
+ * membarrier() cannot reach us (our process is not registered). */
+static inline const _Atomic uint32_t *peer_asym(struct shm_conn *c)
 {
-	return c->asym_me && atomic_load_explicit(c->peer_asym, memory_order_relaxed);
+	return c->asym_me ? c->peer_asym : NULL;
 }
 
 /* Publish our head / tail and wake the peer's waiter if it has one. */
 static inline void tx_publish(struct shm_conn *c)
 {
-	if (__builtin_expect(ipc__ring_publish_head(&c->tx, asym_ok(c)) != 0, 0))
+	if (__builtin_expect(ipc__ring_publish_head(&c->tx, peer_asym(c)) != 0, 0))
 		ipc__wake_take(&c->txc->cons_waiting, c->wfd_tx, c->sock);
 }
 
 static inline void rx_publish(struct shm_conn *c)
 {
-	if (__builtin_expect(ipc__ring_publish_tail(&c->rx, asym_ok(c)) != 0, 0))
+	if (__builtin_expect(ipc__ring_publish_tail(&c->rx, peer_asym(c)) != 0, 0))
 		ipc__wake_take(&c->rxc->prod_waiting, c->wfd_rx, c->sock);
 }
 
@@ -607,7 +601,7 @@ static void shm_sleep(struct shm_conn *c, int rx, int (*ready)(struct shm_conn *
 	 * then still be there to end this poll (a stale byte ends it early:
 	 * we look at the ring and come back). */
 	atomic_fetch_or(flag, IPC__WAIT_SLEEP);
-	int fence = sleep_fence(c, rx ? SHM_PATH_RX : SHM_PATH_TX);
+	int fence = sleep_fence(c);
 	enum ipc__wake_seen w = IPC__WAKE_QUIET;
 	if (!ready(c) && !peer_done(c))
 		w = ipc__wake_wait(wfd, c->sock, POLLRDHUP, deadline, fence >= 0 ? ms_cap : 1);
@@ -1342,7 +1336,7 @@ static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 		fresh |= !(atomic_fetch_or(&c->rxc->cons_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
 	if ((events & IPC_POLLOUT) || held)
 		fresh |= !(atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_POLL) & IPC__WAIT_POLL);
-	if (fresh && sleep_fence(c, SHM_PATH_RX | SHM_PATH_TX) < 0) {
+	if (fresh && sleep_fence(c) < 0) {
 		/* no fence: a wake-up byte may be missed; report ready so
 		 * the caller asks again instead of sleeping on the socket */
 		return events & (IPC_POLLIN | IPC_POLLOUT);
@@ -1397,7 +1391,7 @@ static void linger_sleep(struct shm_conn *c, int64_t deadline)
 	ipc__wake_drain(c->wfd_tx);
 	atomic_fetch_or(&c->txc->prod_waiting, IPC__WAIT_SLEEP);
 	atomic_fetch_or(&c->rxc->cons_waiting, IPC__WAIT_SLEEP);
-	int fenced = sleep_fence(c, SHM_PATH_RX | SHM_PATH_TX) >= 0;
+	int fenced = sleep_fence(c) >= 0;
 	if (!tx_moved(c) && !rx_moved(c) && !peer_done(c)) {
 		struct pollfd p[3] = {{.fd = c->wfd_tx, .events = POLLIN},
 				      {.fd = c->wfd_rx, .events = POLLIN},
@@ -1487,8 +1481,8 @@ static int conn_setup(struct shm_conn *c, const struct shm_hello *h)
 	c->peer_state = &c->hdr->state[1 - c->side];
 	c->peer_asym = &c->hdr->asym[1 - c->side];
 	c->asym_me = asym_register();
-	if (c->asym_me)
-		atomic_store(&c->hdr->asym[c->side], 1);
+	atomic_store(&c->asym_fence, c->asym_me);
+	atomic_store(&c->hdr->asym[c->side], (uint32_t)c->asym_me);
 	conn_rings(c);
 	return 0;
 }
@@ -1802,6 +1796,7 @@ static struct shm_conn *pair_end(int side, int memfd, const struct shm_hello *h,
 	/* the ends may go to other processes (fork): no membarrier protocol,
 	 * whose registration a child does not inherit */
 	c->asym_me = 0;
+	atomic_store(&c->asym_fence, 0);
 	atomic_store(&c->hdr->asym[side], 0);
 	atomic_store(&c->owner, 0);
 	return c;

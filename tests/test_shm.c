@@ -830,6 +830,7 @@ static void t_ring_init(struct t_ring *t, uint64_t cap)
 
 TEST(ring_frames_and_invariants)
 {
+	static _Atomic uint32_t one = 1; /* a peer advertising the asymmetric protocol */
 	static struct t_ring t;
 	char msg[5000], got[5000];
 	size_t len;
@@ -844,29 +845,29 @@ TEST(ring_frames_and_invariants)
 		CHECKF(ipc__ring_room(&t.prod) == 4000, "room %llu", (unsigned long long)ipc__ring_room(&t.prod));
 		ipc__ring_write_len(&t.prod, (uint32_t)l);
 		ipc__ring_write(&t.prod, msg, l / 2); /* published in two pieces */
-		ipc__ring_publish_head(&t.prod, 0);
+		ipc__ring_publish_head(&t.prod, NULL);
 		CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_OK);
 		CHECK(ipc__ring_next(&t.cons, sizeof msg, &len, &need) == IPC__FRAME_NONE);
 		CHECKF(need == l + 4, "need %llu for %zu", (unsigned long long)need, l);
 		ipc__ring_write(&t.prod, msg + l / 2, l - l / 2);
-		ipc__ring_publish_head(&t.prod, 1);
+		ipc__ring_publish_head(&t.prod, &one);
 		CHECK(ipc__ring_cons_moved(&t.cons));
 		CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_OK);
 		CHECK(ipc__ring_next(&t.cons, sizeof msg, &len, &need) == IPC__FRAME_WHOLE && len == l);
 		ipc__ring_read(&t.cons, NULL, 4);
 		ipc__ring_read(&t.cons, got, len);
 		CHECK(memcmp(got, msg, l) == 0);
-		ipc__ring_publish_tail(&t.cons, 0);
+		ipc__ring_publish_tail(&t.cons, NULL);
 		CHECK(ipc__ring_prod_moved(&t.prod));
 	}
 	/* larger than the ring: BIG; over max: BAD */
 	ipc__ring_write_len(&t.prod, 3997);
-	ipc__ring_publish_head(&t.prod, 0);
+	ipc__ring_publish_head(&t.prod, NULL);
 	CHECK(ipc__ring_cons_sync(&t.cons) == IPC__RING_OK);
 	CHECK(ipc__ring_next(&t.cons, sizeof msg, &len, &need) == IPC__FRAME_BIG && len == 3997);
 	CHECK(ipc__ring_next(&t.cons, 3000, &len, &need) == IPC__FRAME_BAD && len == 3997);
 	ipc__ring_read(&t.cons, NULL, 4);
-	ipc__ring_publish_tail(&t.cons, 0);
+	ipc__ring_publish_tail(&t.cons, NULL);
 
 	/* a hostile head: beyond tail + capacity, or backwards */
 	uint64_t tail = t.cons.tail;

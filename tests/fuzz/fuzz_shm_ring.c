@@ -13,6 +13,9 @@
 
 #include "ring.h"
 
+/* the consumer's advertisement of the asymmetric protocol (ring.h) */
+static _Atomic uint32_t fz_asym = 1;
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum { SIZE = 4096, MAX = 3 * SIZE };
@@ -69,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				part += take;
 				if (part == part_len)
 					part = part_len = 0;
-				ipc__ring_publish_tail(&cons, op & 1);
+				ipc__ring_publish_tail(&cons, op & 1 ? &fz_asym : NULL);
 				break;
 			}
 			size_t len;
@@ -95,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					abort();
 				ipc__ring_read(&cons, NULL, IPC__RING_FRAME_HDR);
 				ipc__ring_read(&cons, msg, len);
-				ipc__ring_publish_tail(&cons, op & 1);
+				ipc__ring_publish_tail(&cons, op & 1 ? &fz_asym : NULL);
 				break;
 			}
 			break;
@@ -112,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ipc__ring_write_len(&prod, (uint32_t)len);
 			room -= IPC__RING_FRAME_HDR;
 			ipc__ring_write(&prod, msg, len < room ? len : (size_t)room);
-			ipc__ring_publish_head(&prod, op & 1);
+			ipc__ring_publish_head(&prod, op & 1 ? &fz_asym : NULL);
 			break;
 		}
 		case 5: /* moved? (never validated: any answer is fine) */
