@@ -304,13 +304,16 @@ static int asym_register(void)
  */
 
 /* After arming a waiting word, before re-checking the index.  0 when no
- * membarrier() was needed (symmetric: the word was armed with a seq_cst
- * read-modify-write, which is the fence), 1 when one was made, -1 when it
- * could not be (the caller then sleeps briefly). */
+ * membarrier() was needed (symmetric: a seq_cst fence orders the arming
+ * before the re-check; the read-modify-write alone does not on every
+ * architecture), 1 when one was made, -1 when it could not be (the caller
+ * then sleeps briefly). */
 static int sleep_fence(struct shm_conn *c)
 {
-	if (!atomic_load(&c->asym_fence))
+	if (!atomic_load(&c->asym_fence)) {
+		atomic_thread_fence(memory_order_seq_cst);
 		return 0;
+	}
 	return ipc__wake_fence() < 0 ? -1 : 1;
 }
 
