@@ -51,6 +51,13 @@
 /* Hints of ipc_poll to conn_ready (beside IPC_POLLIN/IPC_POLLOUT). */
 #define IPC__READY_QUIET 0x1000
 #define IPC__READY_SEEN 0x2000
+#define IPC__READY_PEEK 0x4000
+
+/* ipc_poll's look-again before sleeping over ready_peek connections:
+ * each thread keeps a budget between these (ns), doubled when a look
+ * found something, halved when it did not. */
+#define IPC__POLL_SPIN_MIN_NS ((int64_t)1000)
+#define IPC__POLL_SPIN_MAX_NS ((int64_t)50000)
 #define IPC__FOREVER INT64_MAX
 
 /*
@@ -106,6 +113,11 @@ struct ipc__transport {
 	/* Nonzero: send/recv/send_batch/recv_batch/flush take IPC__LAZY
 	 * deadlines (see above). */
 	int lazy_deadline;
+
+	/* Nonzero: conn_ready honours IPC__READY_PEEK without a system call
+	 * (readiness in memory), so ipc_poll may look again for a few
+	 * microseconds before it sleeps (see ipc_poll in core.c). */
+	int ready_peek;
 
 	/* Bind and listen on name (the address after "scheme:", non-empty,
 	 * at most IPC_ADDR_MAX bytes).  Returns a listener whose opt the core
@@ -184,7 +196,8 @@ struct ipc__transport {
 	 * ipc_poll may add one hint to events (a transport may ignore it):
 	 * IPC__READY_QUIET, the wait after the last call that returned 0 saw
 	 * no event on conn_fd (nothing to read there); IPC__READY_SEEN, it
-	 * saw one. */
+	 * saw one; IPC__READY_PEEK (only with ready_peek): report what is
+	 * ready now, prepare no wait, *pollev unused. */
 	int (*conn_ready)(struct ipc_conn *c, int events, short *pollev);
 
 	/* Optional: make a connected pair of connections, both ends in this

@@ -1304,10 +1304,33 @@ static int tx_ready(struct shm_conn *c)
 	return r;
 }
 
+/* conn_ready's IPC__READY_PEEK: what is ready now, from memory only;
+ * nothing armed (the socket is read by the next full conn_ready). */
+static int ready_peek(struct shm_conn *c, int events)
+{
+	int res = 0;
+	if (atomic_load_explicit(&c->held_any, memory_order_acquire) && !(events & IPC_POLLOUT))
+		tx_ready(c); /* held data moves whatever the caller waits for */
+	int done = peer_done(c);
+	if ((events & IPC_POLLIN) && (rx_ready(c) || done))
+		res |= IPC_POLLIN;
+	if ((events & IPC_POLLOUT) && (tx_ready(c) || done))
+		res |= IPC_POLLOUT;
+	if (!res)
+		return 0;
+	if (done)
+		res |= IPC_POLLHUP;
+	if (atomic_load(&c->fail_err) || atomic_load(&c->sock_err))
+		res |= IPC_POLLERR;
+	return res;
+}
+
 static int shm_conn_ready(struct ipc_conn *cc, int events, short *pollev)
 {
 	struct shm_conn *c = (struct shm_conn *)cc;
 	int res = 0;
+	if (events & IPC__READY_PEEK)
+		return ready_peek(c, events);
 	conn_claim(c);
 	asym_off(c);
 	/* the socket has news only for a caller that waited on it and did
@@ -1864,6 +1887,7 @@ const struct ipc__transport ipc__shm_transport = {
 	.flush = shm_flush,
 	.conn_fd = shm_conn_fd,
 	.conn_ready = shm_conn_ready,
+	.ready_peek = 1,
 	.pair = shm_pair,
 	.peer_cred = shm_peer_cred,
 	.close = shm_close,
