@@ -85,8 +85,7 @@ static uint32_t publish(_Atomic uint64_t *idx, uint64_t v, _Atomic uint32_t *fla
 		atomic_signal_fence(memory_order_seq_cst);
 		if (atomic_load_explicit(peer_asym, memory_order_relaxed))
 			return w;
-		atomic_thread_fence(memory_order_seq_cst);
-		return atomic_load_explicit(flag, memory_order_seq_cst);
+		/* the symmetric pair below (storing the same index again) */
 	}
 	atomic_store_explicit(idx, v, memory_order_seq_cst);
 	return atomic_load_explicit(flag, memory_order_seq_cst);

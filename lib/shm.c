@@ -304,16 +304,16 @@ static int asym_register(void)
  */
 
 /* After arming a waiting word, before re-checking the index.  0 when no
- * membarrier() was needed (symmetric: a seq_cst fence orders the arming
- * before the re-check; the read-modify-write alone does not on every
- * architecture), 1 when one was made, -1 when it could not be (the caller
- * then sleeps briefly). */
+ * membarrier() was needed, 1 when one was made, -1 when it could not be
+ * (the caller then sleeps briefly).  Symmetric: the word was armed with a
+ * seq_cst read-modify-write, and the seq_cst load of asym_fence here keeps
+ * the re-check after it also where that RMW alone would not (an LL/SC
+ * loop on arm64 without LSE: its store-release, then this load-acquire,
+ * are ordered).  No atomic_thread_fence: ThreadSanitizer rejects it. */
 static int sleep_fence(struct shm_conn *c)
 {
-	if (!atomic_load(&c->asym_fence)) {
-		atomic_thread_fence(memory_order_seq_cst);
+	if (!atomic_load(&c->asym_fence))
 		return 0;
-	}
 	return ipc__wake_fence() < 0 ? -1 : 1;
 }
 
