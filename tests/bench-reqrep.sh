@@ -80,33 +80,19 @@ for rep in $(seq 1 "$REPS"); do
 	done
 done
 
-awk '
-function jget(line, key,    re, s) {
-	re = "\"" key "\":(\"[^\"]*\"|[-+0-9.eE]+)"
-	if (!match(line, re)) return ""
-	s = substr(line, RSTART + length(key) + 3, RLENGTH - length(key) - 3)
-	gsub(/"/, "", s)
-	return s
-}
+awk -f "$HERE/tests/bench-median.awk" -f /dev/stdin "$OUT" <<'AWK'
 {
 	k = jget($0, "impl") ":" jget($0, "transport")
-	if (!(k in seen)) { seen[k] = 1; order[++n] = k }
-	if (jget($0, "failed") != "") { fail[k] = jget($0, "error"); next }
-	m = ++nok[k]; line[k, m] = $0; val[k, m] = jget($0, "rt_per_s") + 0
+	if (jget($0, "failed") != "") failed_run(k, jget($0, "error"))
+	else run(k, $0, jget($0, "rt_per_s") + 0)
 }
 END {
-	for (i = 1; i <= n; i++) {
-		k = order[i]; m = nok[k] + 0
-		if (!m) continue
-		for (a = 1; a <= m; a++) o[a] = a
-		for (a = 2; a <= m; a++) for (b = a; b > 1 && val[k, o[b]] < val[k, o[b-1]]; b--) { t = o[b]; o[b] = o[b-1]; o[b-1] = t }
-		med[k] = line[k, o[int((m + 1) / 2)]]
-	}
-	printf "\nmedian of the runs by round trips/s; x_zmq, x_nng = libipc round trips/s over the peer'"'"'s\n"
+	medians()
+	printf "\nmedian of the runs by round trips/s; x_zmq, x_nng = libipc round trips/s over the peer's\n"
 	printf "(unix, shm, mq against their ipc, tcp against their tcp): above 1 = libipc faster\n"
 	printf "%-7s %-5s %7s %9s %9s %9s %9s %9s %8s %8s %6s %6s\n", "impl", "trans", "wall_s", "rt/s", "p50_us", "p99_us",
 		"srv_MiB", "srv_cpu", "cli_cpu", "oth_cpu", "x_zmq", "x_nng"
-	for (i = 1; i <= n; i++) {
+	for (i = 1; i <= nentries; i++) {
 		k = order[i]; split(k, kt, ":")
 		if (!(k in med)) { printf "%-7s %-5s FAILED: %s\n", kt[1], kt[2], substr(fail[k], 1, 90); continue }
 		s = med[k]; xz = "-"; xn = "-"
@@ -120,6 +106,7 @@ END {
 			jget(s, "server_rss_kib") / 1024, jget(s, "server_cpu_s"), jget(s, "clients_cpu_s"),
 			jget(s, "others_cpu_s"), xz, xn
 	}
-}' "$OUT"
+}
+AWK
 echo "raw JSON: $OUT; $failed failed run(s); load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$failed" -eq 0 ]

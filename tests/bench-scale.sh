@@ -52,32 +52,17 @@ for rep in $(seq 1 "$REPS"); do
 	done
 done
 
-awk '
-function jget(line, key,    re, s) {
-	re = "\"" key "\":(\"[^\"]*\"|[-+0-9.eE]+)"
-	if (!match(line, re)) return ""
-	s = substr(line, RSTART + length(key) + 3, RLENGTH - length(key) - 3)
-	gsub(/"/, "", s)
-	return s
-}
+awk -f "$HERE/tests/bench-median.awk" -f /dev/stdin "$OUT" <<'AWK'
 {
 	k = jget($0, "transport") ":" jget($0, "conns")
-	if (!(k in seen)) { seen[k] = 1; order[++n] = k }
-	if (jget($0, "failed") != "") { fail[k] = jget($0, "error"); next }
-	m = ++nok[k]; line[k, m] = $0; val[k, m] = jget($0, "msgs_per_s") + 0
+	if (jget($0, "failed") != "") failed_run(k, jget($0, "error"))
+	else run(k, $0, jget($0, "msgs_per_s") + 0)
 }
 END {
-	for (i = 1; i <= n; i++) {
-		k = order[i]; m = nok[k] + 0
-		if (!m) continue
-		for (a = 1; a <= m; a++) o[a] = a
-		for (a = 2; a <= m; a++) for (b = a; b > 1 && val[k, o[b]] < val[k, o[b-1]]; b--) { t = o[b]; o[b] = o[b-1]; o[b-1] = t }
-		med[k] = line[k, o[int((m + 1) / 2)]]
-		lo[k] = val[k, o[1]]; hi[k] = val[k, o[m]]
-	}
-	printf "\nmedian of the runs by messages/s; x_unix = msgs/s over unix'"'"'s at the same connection count\n"
+	medians()
+	printf "\nmedian of the runs by messages/s; x_unix = msgs/s over unix's at the same connection count\n"
 	printf "%-6s %6s %12s %12s %12s %10s %10s %7s\n", "trans", "conns", "msgs/s", "lowest", "highest", "p50_us", "p99_us", "x_unix"
-	for (i = 1; i <= n; i++) {
+	for (i = 1; i <= nentries; i++) {
 		k = order[i]; split(k, kt, ":")
 		if (!(k in med)) { printf "%-6s %6s FAILED: %s\n", kt[1], kt[2], substr(fail[k], 1, 80); continue }
 		s = med[k]; xu = "-"
@@ -85,6 +70,7 @@ END {
 		printf "%-6s %6s %12.0f %12.0f %12.0f %10.0f %10.0f %7s\n", kt[1], kt[2], jget(s, "msgs_per_s"), lo[k], hi[k],
 			jget(s, "rtt_p50_ns") / 1000, jget(s, "rtt_p99_ns") / 1000, xu
 	}
-}' "$OUT"
+}
+AWK
 echo "raw JSON: $OUT; $failed failed run(s); load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$failed" -eq 0 ]

@@ -1050,17 +1050,23 @@ TEST(hostile_row3_wake_flood)
 
 /* ---- threads ------------------------------------------------------------ */
 
+/* Echo n messages back, each after delay_us (-1: none; 0: a
+ * pseudo-random 0..300 us). */
 struct echo_arg {
 	ipc_conn *c;
-	int n, fail;
+	int n, delay_us, fail;
 };
 
 static void *echo_back(void *p)
 {
 	struct echo_arg *a = p;
+	unsigned rnd = 12345;
 	for (int i = 0; i < a->n; i++) {
 		void *m = NULL;
 		ssize_t r = ipc_recv_alloc(a->c, &m, 0);
+		rnd = rnd * 1103515245u + 12345u;
+		if (a->delay_us >= 0)
+			usleep(a->delay_us ? (useconds_t)a->delay_us : (rnd >> 16) % 301);
 		if (r < 0 || ipc_send(a->c, m, (size_t)r, 0) != r) {
 			free(m);
 			a->fail = errno ? errno : -1;
@@ -1116,7 +1122,7 @@ TEST(shm_poll_inout_while_sending)
 	ipc_conn *s, *c;
 	t_pair("shm", &o, &s, &c);
 	enum { N = 1500 };
-	struct echo_arg e = {c, N, 0};
+	struct echo_arg e = {c, N, -1, 0};
 	struct timed_sender d = {s, N, 0};
 	CHECK(ipc_conn_set_timeouts(s, 1, -1) == 0);
 	pthread_t te, td;
@@ -1256,31 +1262,6 @@ TEST(hostile_wake_junk)
 
 /* ---- the fence protocol under request/response traffic (issue 11 item 7) */
 
-struct slow_echo {
-	ipc_conn *c;
-	int n, delay_us, fail;
-};
-
-/* Echo n messages, each after delay_us (0: a pseudo-random 0..300 us). */
-static void *slow_echo(void *p)
-{
-	struct slow_echo *a = p;
-	unsigned rnd = 12345;
-	for (int i = 0; i < a->n; i++) {
-		void *m = NULL;
-		ssize_t r = ipc_recv_alloc(a->c, &m, 0);
-		rnd = rnd * 1103515245u + 12345u;
-		usleep(a->delay_us ? (useconds_t)a->delay_us : (rnd >> 16) % 301);
-		if (r < 0 || ipc_send(a->c, m, (size_t)r, 0) != r) {
-			free(m);
-			a->fail = errno ? errno : -1;
-			return NULL;
-		}
-		free(m);
-	}
-	return NULL;
-}
-
 /*
  * A client whose every receive sleeps (the reply comes 2 ms after the
  * request) stops advertising the asymmetric fence protocol: a
@@ -1299,9 +1280,9 @@ TEST(shm_reqrep_leaves_membarrier)
 	if (!atomic_load(&h->asym[0]) || !atomic_load(&h->asym[1]))
 		SKIP("membarrier(2) expedited fences unavailable: the symmetric protocol from the start");
 	enum { N = 40 };
-	struct slow_echo e = {s, N, 2000, 0};
+	struct echo_arg e = {s, N, 2000, 0};
 	pthread_t th;
-	CHECK(pthread_create(&th, NULL, slow_echo, &e) == 0);
+	CHECK(pthread_create(&th, NULL, echo_back, &e) == 0);
 	unsigned char b[64], g[64];
 	for (int i = 0; i < N; i++) {
 		t_fill(b, sizeof b, (uint64_t)i);
@@ -1362,8 +1343,8 @@ TEST(shm_asym_switch_keeps_wakeups)
 		ipc_conn *s = ipc_accept(l, 0);
 		if (!s)
 			_exit(3);
-		struct slow_echo e = {s, N, 0, 0};
-		slow_echo(&e);
+		struct echo_arg e = {s, N, 0, 0};
+		echo_back(&e);
 		if (e.fail)
 			fprintf(stderr, "server: %s\n", strerror(e.fail));
 		_exit(e.fail ? 4 : ipc_close(s) != 0 ? 5 : 0);
