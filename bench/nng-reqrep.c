@@ -32,21 +32,7 @@ enum { IO_TIMEOUT_MS = 60000 };
 
 static int resolve(const char *arg, struct rr_cfg *cfg)
 {
-	if (!strcmp(arg, "tcp"))
-		snprintf(cfg->addr, sizeof cfg->addr, "tcp://127.0.0.1:0");
-	else if (!strcmp(arg, "ipc"))
-		snprintf(cfg->addr, sizeof cfg->addr, "ipc:///tmp/reqrep-nng-%d-%08x.sock", (int)getpid(),
-			 (unsigned)(rr_now_ns() & 0xffffffffu));
-	else
-		return -1;
-	snprintf(cfg->transport, sizeof cfg->transport, "%s", arg);
-	return 0;
-}
-
-static void cleanup(const struct rr_cfg *cfg)
-{
-	if (!strncmp(cfg->addr, "ipc://", 6))
-		unlink(cfg->addr + 6);
+	return rr_url_resolve(arg, cfg, "nng", "tcp://127.0.0.1:0");
 }
 
 static void fail(const char *who, const char *what, int rv)
@@ -158,7 +144,7 @@ int main(int argc, char **argv)
 		.connect = connect_to,
 		.roundtrip = roundtrip,
 		.close = close_conn,
-		.cleanup = cleanup,
+		.cleanup = rr_url_cleanup,
 	};
 	return rr_main(&nng, argc, argv);
 }

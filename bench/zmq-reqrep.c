@@ -24,21 +24,7 @@ enum { IO_TIMEOUT_MS = 60000, LINGER_MS = 1000 };
 
 static int resolve(const char *arg, struct rr_cfg *cfg)
 {
-	if (!strcmp(arg, "tcp"))
-		snprintf(cfg->addr, sizeof cfg->addr, "tcp://127.0.0.1:*");
-	else if (!strcmp(arg, "ipc"))
-		snprintf(cfg->addr, sizeof cfg->addr, "ipc:///tmp/reqrep-zmq-%d-%08x.sock", (int)getpid(),
-			 (unsigned)(rr_now_ns() & 0xffffffffu));
-	else
-		return -1;
-	snprintf(cfg->transport, sizeof cfg->transport, "%s", arg);
-	return 0;
-}
-
-static void cleanup(const struct rr_cfg *cfg)
-{
-	if (!strncmp(cfg->addr, "ipc://", 6))
-		unlink(cfg->addr + 6);
+	return rr_url_resolve(arg, cfg, "zmq", "tcp://127.0.0.1:*");
 }
 
 static void fail(const char *who, const char *what)
@@ -130,7 +116,7 @@ int main(int argc, char **argv)
 		.connect = connect_to,
 		.roundtrip = roundtrip,
 		.close = close_conn,
-		.cleanup = cleanup,
+		.cleanup = rr_url_cleanup,
 	};
 	return rr_main(&zmq, argc, argv);
 }

@@ -1262,6 +1262,36 @@ TEST(hostile_wake_junk)
 
 /* ---- the fence protocol under request/response traffic (issue 11 item 7) */
 
+/* A pair on 4 KiB rings with 5 s timeouts whose sides both start in the
+ * asymmetric fence protocol (else the test is skipped); its header. */
+static struct t_shm_hdr *asym_pair(ipc_conn **s, ipc_conn **c)
+{
+	struct ipc_options o;
+	opts_cap(&o, 4096);
+	o.recv_timeout_ms = o.send_timeout_ms = 5000;
+	struct t_shm_hdr *h = shm_pair(&o, s, c);
+	if (!atomic_load(&h->asym[0]) || !atomic_load(&h->asym[1]))
+		SKIP("membarrier(2) expedited fences unavailable: the symmetric protocol from the start");
+	return h;
+}
+
+/* Round trips of 64 B, each reply 2 ms late (so every receive sleeps). */
+static void slow_round_trips(ipc_conn *c, ipc_conn *s, int n)
+{
+	struct echo_arg e = {s, n, 2000, 0};
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, echo_back, &e) == 0);
+	unsigned char b[64], g[64];
+	for (int i = 0; i < n; i++) {
+		t_fill(b, sizeof b, (uint64_t)i);
+		CHECK(ipc_send(c, b, sizeof b, 0) == (ssize_t)sizeof b);
+		CHECKF(ipc_recv(c, g, sizeof g, 0) == (ssize_t)sizeof g && t_verify(g, sizeof g, (uint64_t)i),
+		       "round trip %d: %s", i, strerror(errno));
+	}
+	pthread_join(th, NULL);
+	CHECK_EQ(e.fail, 0);
+}
+
 /*
  * A client whose every receive sleeps (the reply comes 2 ms after the
  * request) stops advertising the asymmetric fence protocol: a
@@ -1272,27 +1302,32 @@ TEST(hostile_wake_junk)
  */
 TEST(shm_reqrep_leaves_membarrier)
 {
-	struct ipc_options o;
-	opts_cap(&o, 4096);
-	o.recv_timeout_ms = o.send_timeout_ms = 5000;
 	ipc_conn *s, *c;
-	struct t_shm_hdr *h = shm_pair(&o, &s, &c);
-	if (!atomic_load(&h->asym[0]) || !atomic_load(&h->asym[1]))
-		SKIP("membarrier(2) expedited fences unavailable: the symmetric protocol from the start");
+	struct t_shm_hdr *h = asym_pair(&s, &c);
 	enum { N = 40 };
-	struct echo_arg e = {s, N, 2000, 0};
-	pthread_t th;
-	CHECK(pthread_create(&th, NULL, echo_back, &e) == 0);
-	unsigned char b[64], g[64];
-	for (int i = 0; i < N; i++) {
-		t_fill(b, sizeof b, (uint64_t)i);
-		CHECK(ipc_send(c, b, sizeof b, 0) == (ssize_t)sizeof b);
-		CHECKF(ipc_recv(c, g, sizeof g, 0) == (ssize_t)sizeof g && t_verify(g, sizeof g, (uint64_t)i),
-		       "round trip %d: %s", i, strerror(errno));
-	}
-	pthread_join(th, NULL);
-	CHECK_EQ(e.fail, 0);
+	slow_round_trips(c, s, N);
 	CHECKF(atomic_load(&h->asym[0]) == 0, "client still asks for membarrier() fences after %d sleeping receives", N);
+	CHECK(ipc_close(c) == 0);
+	CHECK(ipc_close(s) == 0);
+}
+
+/*
+ * The peer lies about the fence protocol: it writes 1 into the word where
+ * our side advertises it (after we left it).  Our mode is kept in our own
+ * memory, so we neither go back to a membarrier() per sleep nor fight the
+ * word (before: every window of sleeps withdrew it again, with a
+ * membarrier() each time); the lie only tells the peer it may publish
+ * without a fence, which is its own loss.  The round trips still finish.
+ */
+TEST(hostile_asym_advert_ignored)
+{
+	ipc_conn *s, *c;
+	struct t_shm_hdr *h = asym_pair(&s, &c);
+	slow_round_trips(c, s, 40);
+	CHECK_EQ(atomic_load(&h->asym[0]), 0); /* the client left it */
+	atomic_store(&h->asym[0], 1);           /* the lie */
+	slow_round_trips(c, s, 40);
+	CHECKF(atomic_load(&h->asym[0]) == 1, "the client withdrew the peer's word again");
 	CHECK(ipc_close(c) == 0);
 	CHECK(ipc_close(s) == 0);
 }

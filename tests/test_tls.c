@@ -115,6 +115,15 @@ static struct ipc_options client_opts(void)
 	return o;
 }
 
+/* A tls: listener with the test certificate (skips without tls); *o gets
+ * client_opts() for the connections of the test. */
+static ipc_listener *tls_listener(struct ipc_options *o, char bound[IPC_ADDR_MAX + 1])
+{
+	tls_or_skip();
+	*o = client_opts();
+	return t_listen("tls", o, bound);
+}
+
 /* A certificate from a CA the client does not trust: EKEYREJECTED, and
  * the detail says why. */
 TEST(tls_unknown_ca)
@@ -380,10 +389,9 @@ TEST(tls_stalled_handshakes_do_not_block_accept)
  * delivered. */
 TEST(tls_close_notify_without_end_of_stream)
 {
-	tls_or_skip();
 	char bound[IPC_ADDR_MAX + 1];
-	struct ipc_options o = client_opts();
-	ipc_listener *l = t_listen("tls", &o, bound);
+	struct ipc_options o;
+	ipc_listener *l = tls_listener(&o, bound);
 	static const unsigned char hello_msg[] = {'L', 'I', 'P', 'C', 2, 0, 0, 0, 0, 0, 0, 2, 'h', 'i'};
 	for (int orderly = 0; orderly < 2; orderly++) {
 		int fd = t_tls_raw_connect(bound);
@@ -665,10 +673,9 @@ TEST(tls_partial_record_does_not_spin)
  * receive fails with EPROTO, explained, and the listener serves others. */
 TEST(tls_garbage_after_handshake)
 {
-	tls_or_skip();
 	char bound[IPC_ADDR_MAX + 1];
-	struct ipc_options o = client_opts();
-	ipc_listener *l = t_listen("tls", &o, bound);
+	struct ipc_options o;
+	ipc_listener *l = tls_listener(&o, bound);
 	struct sockaddr_in si = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strrchr(bound, ':') + 1))};
 	inet_pton(AF_INET, "127.0.0.1", &si.sin_addr);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -711,10 +718,9 @@ TEST(tls_garbage_after_handshake)
  * on cleanly, nothing hangs, and the listener serves the next client. */
 TEST(tls_renegotiation_refused)
 {
-	tls_or_skip();
 	char bound[IPC_ADDR_MAX + 1];
-	struct ipc_options o = client_opts();
-	ipc_listener *l = t_listen("tls", &o, bound);
+	struct ipc_options o;
+	ipc_listener *l = tls_listener(&o, bound);
 	struct sockaddr_in si = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strrchr(bound, ':') + 1))};
 	inet_pton(AF_INET, "127.0.0.1", &si.sin_addr);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

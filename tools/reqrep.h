@@ -94,6 +94,28 @@ static uint64_t rr_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The peers' addresses (bench/): "tcp" is tcp_any, "ipc" a fresh socket
+ * file under /tmp named after lib; -1 for anything else. */
+static inline int rr_url_resolve(const char *arg, struct rr_cfg *cfg, const char *lib, const char *tcp_any)
+{
+	if (!strcmp(arg, "tcp"))
+		snprintf(cfg->addr, sizeof cfg->addr, "%s", tcp_any);
+	else if (!strcmp(arg, "ipc"))
+		snprintf(cfg->addr, sizeof cfg->addr, "ipc:///tmp/reqrep-%s-%d-%08x.sock", lib, (int)getpid(),
+			 (unsigned)(rr_now_ns() & 0xffffffffu));
+	else
+		return -1;
+	snprintf(cfg->transport, sizeof cfg->transport, "%s", arg);
+	return 0;
+}
+
+/* Remove the socket file of an ipc:// address. */
+static inline void rr_url_cleanup(const struct rr_cfg *cfg)
+{
+	if (!strncmp(cfg->addr, "ipc://", 6))
+		unlink(cfg->addr + 6);
+}
+
 static uint64_t rr_next(uint64_t *s) /* splitmix64 */
 {
 	uint64_t z = (*s += 0x9e3779b97f4a7c15u);
